@@ -1,0 +1,50 @@
+# fadm_lightning — `make help` lists the targets.
+SHELL := /bin/bash
+VENV ?= .venv
+PYTHON ?= python3
+PY := $(VENV)/bin/python
+PIP := $(VENV)/bin/pip
+# torch and torchvision are installed as a matching pair first (override for your CUDA build)
+TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
+PYTEST_ARGS ?=
+
+.DEFAULT_GOAL := help
+.PHONY: help venv demo test test-slow test-all bench-quality lint format clean
+
+help: ## list the targets
+	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-15s\033[0m %s\n", $$1, $$2}'
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install --upgrade pip
+	$(PIP) install $(TORCH_SPEC)
+	$(PIP) install -e ".[dev]"
+	touch $@
+
+venv: $(VENV)/.installed ## create the virtual environment and install the package (once)
+
+demo: venv ## train the embedded synthetic default on CPU (a few minutes) and print the results
+	$(PY) -m fadm_lightning.train
+
+test: venv ## the test suite without the slow tests (< 15 min on 2 cores)
+	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
+
+test-slow: venv ## only the slow tests (DDP, longer trainings)
+	$(PY) -m pytest -m slow $(PYTEST_ARGS)
+
+test-all: venv ## every test
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+bench-quality: venv ## train the synthetic default longer and report coarse vs refined L1/PSNR/SSIM
+	$(PY) -m fadm_lightning.train experiment=synthetic_quality logger=csv
+
+lint: venv ## ruff lint and format check
+	$(VENV)/bin/ruff check src tests
+	$(VENV)/bin/ruff format --check src tests
+
+format: venv ## ruff format and autofix
+	$(VENV)/bin/ruff format src tests
+	$(VENV)/bin/ruff check --fix src tests
+
+clean: ## remove logs and caches (not the virtual environment)
+	rm -rf logs .cache .pytest_cache .ruff_cache

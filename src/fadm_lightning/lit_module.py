@@ -1,0 +1,324 @@
+"""FADMLitModule: the system that wires the frozen coarse generator and attribute extractor, the
+AGCN and the UNet2DModel denoiser, and trains them with the DDIM noise schedule (eq. 11).
+
+Frozen parts stay in eval mode, without gradients, outside the optimizer, and are not written
+into training checkpoints (they are rebuilt from their own files). Sampling goes through
+:class:`~fadm_lightning.pipeline.FADMPipeline`.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+import torch.nn.functional as F
+from diffusers import DDIMScheduler
+from diffusers.training_utils import EMAModel
+from torch import nn
+from torchmetrics import MeanMetric
+
+from fadm_lightning.metrics.image import frame_metrics
+from fadm_lightning.models.agcn import AGCN
+from fadm_lightning.pipeline import FADMPipeline
+
+FROZEN_PREFIXES = ("coarse.", "attributes.")
+METRICS = ("l1", "psnr", "ssim")
+
+
+def _annotation_frames(annotation: dict[str, torch.Tensor] | None, frames: slice):
+    """Per-frame annotation of frames ``frames`` of a collated clip annotation (batch of 1)."""
+    if annotation is None:
+        return None
+    out = {k: v[0, frames] for k, v in annotation.items() if k != "identity"}
+    count = next(iter(out.values())).shape[0]
+    out["identity"] = annotation["identity"][0][None].expand(count, -1)
+    return out
+
+
+class FADMLitModule(L.LightningModule):
+    """Args:
+    coarse: frozen coarse generator (``CoarseGenerator``).
+    attributes: frozen attribute extractor (``AttributeExtractor``, has ``dim``).
+    agcn: partial AGCN constructor; completed with ``attr_dim=attributes.dim``.
+    unet: partial ``UNet2DModel`` constructor; completed with ``in_channels = 3 + cond_channels``.
+    scheduler: ``DDIMScheduler`` (training noise schedule and sampling).
+    optimizer: partial optimizer constructor (``torch.optim.Adam`` …), completed with the
+        trainable parameters.
+    lr_scheduler: optional partial LR scheduler constructor.
+    diffusion_loss: "mse" (paper, eq. 11: L2 on ε, mean) or "l1_sum" (official code).
+    color_loss_weight: λ of L_color.
+    ema_decay: decay of an EMA of the trainable weights (None: no EMA). EMA weights are used
+        for validation/test sampling and saved in checkpoints.
+    attributes_from: passed to the pipeline ("driving": paper; "coarse": official demo).
+    val_num_inference_steps, val_eta, val_strength: sampler settings of validation and test.
+    test_chunk_size: frames refined at once in ``test_step``.
+    sample_seed: seed of the shared sampling noise.
+    """
+
+    def __init__(
+        self,
+        coarse: nn.Module,
+        attributes: nn.Module,
+        agcn: Callable[..., AGCN],
+        unet: Callable[..., nn.Module],
+        scheduler: DDIMScheduler,
+        optimizer: Callable[..., torch.optim.Optimizer],
+        lr_scheduler: Callable[..., Any] | None = None,
+        diffusion_loss: str = "mse",
+        color_loss_weight: float = 1.0,
+        ema_decay: float | None = None,
+        attributes_from: str = "driving",
+        val_num_inference_steps: int = 25,
+        val_eta: float = 0.0,
+        val_strength: float = 1.0,
+        test_chunk_size: int = 16,
+        sample_seed: int = 0,
+    ) -> None:
+        super().__init__()
+        if diffusion_loss not in ("mse", "l1_sum"):
+            raise ValueError(f"diffusion_loss must be 'mse' or 'l1_sum', got {diffusion_loss!r}")
+        self.save_hyperparameters(
+            ignore=[
+                "coarse",
+                "attributes",
+                "agcn",
+                "unet",
+                "scheduler",
+                "optimizer",
+                "lr_scheduler",
+            ],
+            logger=False,
+        )
+        # frozen parts
+        self.coarse = coarse.eval().requires_grad_(False)
+        self.attributes = attributes.eval().requires_grad_(False)
+        # trainable parts
+        self.agcn = agcn(attr_dim=attributes.dim)
+        self.unet = unet(in_channels=3 + self.agcn.cond_channels)
+        self.scheduler = scheduler
+        self.optimizer_factory = optimizer
+        self.lr_scheduler_factory = lr_scheduler
+        self.ema = (
+            EMAModel(list(self.trainable_parameters()), decay=ema_decay) if ema_decay else None
+        )
+        self.pipeline = FADMPipeline(
+            self.agcn,
+            self.unet,
+            scheduler,
+            coarse=self.coarse,
+            attributes=self.attributes,
+            attributes_from=attributes_from,
+        )
+        self.train_loss = MeanMetric()
+        self.eval_metrics = nn.ModuleDict(
+            {
+                f"{stage}_{m}_{kind}": MeanMetric()
+                for stage in ("val", "test")
+                for m in METRICS
+                for kind in ("coarse", "refined")
+            }
+        )
+
+    # ------------------------------------------------------------------ parameters and modes
+    def trainable_parameters(self):
+        yield from self.agcn.parameters()
+        yield from self.unet.parameters()
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        self.coarse.eval()
+        self.attributes.eval()
+        return self
+
+    def parameter_counts(self) -> dict[str, int]:
+        count = lambda module: sum(p.numel() for p in module.parameters())  # noqa: E731
+        return {
+            "params/agcn": count(self.agcn),
+            "params/unet": count(self.unet),
+            "params/trainable": count(self.agcn) + count(self.unet),
+            "params/frozen": count(self.coarse) + count(self.attributes),
+        }
+
+    def on_fit_start(self) -> None:
+        if self.ema is not None:
+            self.ema.to(self.device)
+        if self.logger is not None:
+            self.logger.log_hyperparams(self.parameter_counts())
+
+    # ------------------------------------------------------------------ training
+    def model_step(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
+        """One noise-prediction step on a batch of (source, driving) pairs."""
+        source, driving = batch["source"], batch["driving"]
+        # 1. frozen parts: coarse frame g and attr_s − attr_d
+        coarse, attr_diff = self.pipeline.prepare(
+            source,
+            driving,
+            batch.get("source_annotation"),
+            batch.get("driving_annotation"),
+            attributes_from="driving",
+        )
+        # 2. forward process: x_t = √ᾱ_t·x_0 + √(1−ᾱ_t)·ε with x_0 = d in [0, 1]
+        noise = torch.randn_like(driving)
+        t = torch.randint(
+            0, self.scheduler.config.num_train_timesteps, (driving.shape[0],), device=self.device
+        )
+        x_t = self.scheduler.add_noise(driving, noise, t)
+        # 3. AGCN condition (eq. 7–10) and ε̂
+        condition, color_loss = self.agcn(coarse, attr_diff, t, driving=driving)
+        eps = self.unet(torch.cat([x_t, condition], dim=1), t).sample
+        # 4. eq. 11 (+ λ·L_color)
+        if self.hparams.diffusion_loss == "mse":
+            loss_eps = F.mse_loss(eps, noise)
+        else:
+            loss_eps = F.l1_loss(eps, noise, reduction="sum")
+        out = {"loss_eps": loss_eps, "loss": loss_eps}
+        if color_loss is not None:
+            out["loss_color"] = color_loss
+            out["loss"] = loss_eps + self.hparams.color_loss_weight * color_loss
+        return out
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+        losses = self.model_step(batch)
+        self.train_loss(losses["loss"])
+        self.log("train/loss", self.train_loss, on_step=True, on_epoch=True, prog_bar=True)
+        self.log("train/loss_eps", losses["loss_eps"], on_step=True, on_epoch=False)
+        if "loss_color" in losses:
+            self.log("train/loss_color", losses["loss_color"], on_step=True, on_epoch=False)
+        return losses["loss"]
+
+    def on_train_batch_end(self, outputs, batch, batch_idx) -> None:
+        if self.ema is not None:
+            self.ema.step(self.trainable_parameters())
+
+    # ------------------------------------------------------------------ sampling with EMA weights
+    def _swap_in_ema(self) -> None:
+        if self.ema is not None:
+            self.ema.store(self.trainable_parameters())
+            self.ema.copy_to(self.trainable_parameters())
+
+    def _swap_out_ema(self) -> None:
+        if self.ema is not None:
+            self.ema.restore(self.trainable_parameters())
+
+    def on_validation_epoch_start(self) -> None:
+        self._swap_in_ema()
+
+    def on_validation_epoch_end(self) -> None:
+        self._swap_out_ema()
+        self._log_eval_metrics("val")
+
+    def on_test_epoch_start(self) -> None:
+        self._swap_in_ema()
+
+    def on_test_epoch_end(self) -> None:
+        self._swap_out_ema()
+        self._log_eval_metrics("test")
+
+    def refine(self, coarse: torch.Tensor, attr_diff: torch.Tensor) -> torch.Tensor:
+        return self.pipeline.sample(
+            coarse,
+            attr_diff,
+            num_inference_steps=self.hparams.val_num_inference_steps,
+            eta=self.hparams.val_eta,
+            strength=self.hparams.val_strength,
+            seed=self.hparams.sample_seed,
+        )
+
+    def _update_eval_metrics(
+        self, stage: str, pred: dict[str, torch.Tensor], target: torch.Tensor
+    ) -> None:
+        for kind, frames in pred.items():
+            for name, values in frame_metrics(frames, target).items():
+                self.eval_metrics[f"{stage}_{name}_{kind}"].update(values)
+
+    def _log_eval_metrics(self, stage: str) -> None:
+        for key, metric in self.eval_metrics.items():
+            if key.startswith(stage) and metric.update_called:
+                _, name, kind = key.split("_")
+                self.log(f"{stage}/{name}_{kind}", metric.compute(), sync_dist=True)
+                metric.reset()
+
+    # ------------------------------------------------------------------ validation and test
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, torch.Tensor]:
+        losses = self.model_step(batch)
+        self.log("val/loss", losses["loss"], sync_dist=True, batch_size=batch["driving"].shape[0])
+        coarse, attr_diff = self.pipeline.prepare(
+            batch["source"],
+            batch["driving"],
+            batch.get("source_annotation"),
+            batch.get("driving_annotation"),
+        )
+        refined = self.refine(coarse, attr_diff)
+        self._update_eval_metrics("val", {"coarse": coarse, "refined": refined}, batch["driving"])
+        # pictures for the sample-grid callback
+        return {
+            "source": batch["source"],
+            "driving": batch["driving"],
+            "coarse": coarse,
+            "refined": refined,
+        }
+
+    def test_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, torch.Tensor]:
+        """Same-identity reconstruction of one clip: source = first frame, driving = every frame."""
+        video = batch["video"][0]  # T×3×H×W
+        annotation = batch.get("annotation")
+        chunk = self.hparams.test_chunk_size
+        source, source_ann = video[:1], _annotation_frames(annotation, slice(0, 1))
+        outputs = {"coarse": [], "refined": []}
+        for start in range(0, video.shape[0], chunk):
+            frames = slice(start, start + chunk)
+            driving, driving_ann = video[frames], _annotation_frames(annotation, frames)
+            coarse, attr_diff = self.pipeline.prepare(source, driving, source_ann, driving_ann)
+            refined = self.refine(coarse, attr_diff)
+            self._update_eval_metrics("test", {"coarse": coarse, "refined": refined}, driving)
+            outputs["coarse"].append(coarse)
+            outputs["refined"].append(refined)
+        return {"video": video, **{k: torch.cat(v) for k, v in outputs.items()}}
+
+    # ------------------------------------------------------------------ optimisation
+    def configure_optimizers(self):
+        optimizer = self.optimizer_factory(params=list(self.trainable_parameters()))
+        if self.lr_scheduler_factory is None:
+            return optimizer
+        scheduler = self.lr_scheduler_factory(optimizer=optimizer)
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
+        }
+
+    # ------------------------------------------------------------------ checkpoints
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # frozen networks are reloaded from their own files, not stored in every checkpoint
+        checkpoint["state_dict"] = {
+            k: v for k, v in checkpoint["state_dict"].items() if not k.startswith(FROZEN_PREFIXES)
+        }
+        if self.ema is not None:
+            checkpoint["ema"] = self.ema.state_dict()
+        kind, keys, pos, has_gauss, gauss = np.random.get_state()
+        checkpoint["rng_states"] = {  # plain types only, so weights_only loading works
+            "torch": torch.get_rng_state(),
+            "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, gauss],
+            "python": random.getstate(),
+        }
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        own = self.state_dict()
+        for key, value in own.items():  # frozen weights come from the module as built
+            if key.startswith(FROZEN_PREFIXES):
+                checkpoint["state_dict"][key] = value
+        if self.ema is not None:
+            if "ema" not in checkpoint:
+                raise KeyError(
+                    "checkpoint has no 'ema' entry but this model was configured with ema_decay"
+                )
+            self.ema.load_state_dict(checkpoint["ema"])
+        rng = checkpoint.get("rng_states")
+        if rng is not None:
+            torch.set_rng_state(rng["torch"])
+            kind, keys, pos, has_gauss, gauss = rng["numpy"]
+            np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
+            random.setstate(rng["python"])

@@ -1,0 +1,211 @@
+"""The FADM sampling pipeline: frozen coarse generator + attribute extractor + AGCN + UNet + DDIM.
+
+One object owns the denoising loop; validation, callbacks and the inference commands all call it.
+
+    pipe = FADMPipeline(agcn, unet, scheduler, coarse=coarse, attributes=extractor)
+    out = pipe(source, driving, num_inference_steps=100, eta=1.0, seed=0)
+    out.coarse, out.refined                    # B×3×H×W in [0, 1]
+
+``eta=1`` over all 100 training timesteps is the official sampler (ancestral sampling with the
+posterior variance, REFERENCE_SPEC §4.6). One noise draw (x_T and the per-step noise) is shared by
+every frame of the batch, and re-drawn identically for the same ``seed``, so that the frames of a
+video processed in several chunks all see the same noise (temporal consistency).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import torch
+from diffusers import DDIMScheduler
+from torch import nn
+from tqdm.auto import tqdm
+
+from fadm_lightning.models.agcn import AGCN
+
+Annotation = Mapping[str, torch.Tensor] | None
+
+
+def official_scheduler(num_train_timesteps: int = 100) -> DDIMScheduler:
+    """DDIMScheduler with the official linear schedule (REFERENCE_SPEC §4.5).
+
+    β = linspace(scale·1e-4, scale·0.02, T) with scale = 1000/T, i.e. 0.001 → 0.2 for T = 100;
+    ᾱ_{−1} = 1 (``set_alpha_to_one``), no clipping of x0 (images live in [0, 1]), ε-prediction.
+    """
+    scale = 1000 / num_train_timesteps
+    return DDIMScheduler(
+        num_train_timesteps=num_train_timesteps,
+        beta_start=scale * 1e-4,
+        beta_end=scale * 0.02,
+        beta_schedule="linear",
+        clip_sample=False,
+        set_alpha_to_one=True,
+        steps_offset=0,
+        prediction_type="epsilon",
+        timestep_spacing="leading",
+    )
+
+
+@dataclass
+class PipelineOutput:
+    coarse: torch.Tensor  # g, B×3×H×W in [0, 1]
+    refined: torch.Tensor  # x̂_0, B×3×H×W in [0, 1]
+    attr_diff: torch.Tensor  # attr_s − attr_d, B×D
+
+
+def _expand(x: torch.Tensor, batch: int) -> torch.Tensor:
+    return x.expand(batch, *x.shape[1:]) if x.shape[0] == 1 and batch > 1 else x
+
+
+def _expand_annotation(annotation: Annotation, batch: int) -> Annotation:
+    if annotation is None:
+        return None
+    return {k: _expand(v, batch) for k, v in annotation.items()}
+
+
+class FADMPipeline:
+    """Coarse animation, attributes, AGCN condition and the DDIM loop for a batch of frames.
+
+    Args:
+        agcn: the conditioning network.
+        unet: a diffusers ``UNet2DModel`` whose input is cat(x_t, condition).
+        scheduler: a diffusers ``DDIMScheduler`` (its config is copied for every call).
+        coarse: frozen coarse generator (needed by :meth:`__call__`, not by :meth:`sample`).
+        attributes: frozen attribute extractor (likewise).
+        attributes_from: "driving" (paper: attr_d from the driving frame) or "coarse" (official
+            demo: attr_d from the coarse prediction).
+    """
+
+    def __init__(
+        self,
+        agcn: AGCN,
+        unet: nn.Module,
+        scheduler: DDIMScheduler,
+        coarse: nn.Module | None = None,
+        attributes: nn.Module | None = None,
+        attributes_from: str = "driving",
+    ) -> None:
+        if attributes_from not in ("driving", "coarse"):
+            raise ValueError(
+                f"attributes_from must be 'driving' or 'coarse', got {attributes_from!r}"
+            )
+        if attributes_from == "coarse" and getattr(attributes, "needs_annotations", False):
+            raise ValueError(
+                "attributes_from='coarse' needs an image-based extractor, not ground truth"
+            )
+        self.agcn, self.unet, self.scheduler = agcn, unet, scheduler
+        self.coarse, self.attributes = coarse, attributes
+        self.attributes_from = attributes_from
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.unet.parameters()).device
+
+    @torch.no_grad()
+    def prepare(
+        self,
+        source: torch.Tensor,
+        driving: torch.Tensor,
+        source_annotation: Annotation = None,
+        driving_annotation: Annotation = None,
+        attributes_from: str | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Coarse frame g and attribute difference attr_s − attr_d (eq. 9) for B frames.
+
+        ``source`` may be 1×3×H×W (one portrait for all driving frames) or B×3×H×W.
+        ``attributes_from`` overrides the pipeline's choice (training always uses "driving").
+        """
+        if self.coarse is None or self.attributes is None:
+            raise RuntimeError(
+                "FADMPipeline.prepare needs a coarse generator and an attribute extractor"
+            )
+        batch = driving.shape[0]
+        source = _expand(source, batch)
+        source_annotation = _expand_annotation(source_annotation, batch)
+        coarse = self.coarse(
+            source,
+            driving,
+            source_annotation=source_annotation,
+            driving_annotation=driving_annotation,
+        )["prediction"]
+        attr_s = self.attributes(source, annotation=source_annotation)
+        if (attributes_from or self.attributes_from) == "driving":
+            attr_d = self.attributes(driving, annotation=driving_annotation)
+        else:
+            attr_d = self.attributes(coarse)
+        return coarse.clamp(0, 1), attr_s - attr_d
+
+    def _noise(
+        self, shape: tuple[int, ...], count: int, seed: int | None, generator, device, dtype
+    ):
+        """x_T and the per-step noise: one draw of 1×C×H×W each, shared by the B frames."""
+        batch, rest = shape[0], shape[1:]
+        if generator is None:
+            generator = torch.Generator("cpu").manual_seed(0 if seed is None else seed)
+        draws = torch.randn((count + 1, 1, *rest), generator=generator, dtype=torch.float32)
+        draws = draws.to(device=device, dtype=dtype)
+        return [d.expand(batch, *rest) for d in draws]
+
+    @torch.no_grad()
+    def sample(
+        self,
+        coarse: torch.Tensor,
+        attr_diff: torch.Tensor,
+        num_inference_steps: int = 100,
+        eta: float = 1.0,
+        strength: float = 1.0,
+        seed: int | None = 0,
+        generator: torch.Generator | None = None,
+        progress: bool = False,
+    ) -> torch.Tensor:
+        """Refine coarse frames with the DDIM loop.
+
+        Args:
+            coarse: g, B×3×H×W in [0, 1].
+            attr_diff: attr_s − attr_d, B×D.
+            num_inference_steps: DDIM steps (100 = every training timestep).
+            eta: DDIM η (1 = the official ancestral sampler, 0 = deterministic DDIM).
+            strength: 1 starts from pure noise; s < 1 starts from the coarse frame noised to the
+                timestep at fraction s of the schedule and runs only those steps.
+            seed: seed of the shared noise (ignored when ``generator`` is given).
+            progress: show a progress bar over the steps.
+        Returns:
+            x̂_0, B×3×H×W clamped to [0, 1].
+        """
+        if not 0 < strength <= 1:
+            raise ValueError(f"strength must be in (0, 1], got {strength}")
+        if num_inference_steps < 1:
+            raise ValueError(f"num_inference_steps must be ≥ 1, got {num_inference_steps}")
+        scheduler = DDIMScheduler.from_config(self.scheduler.config)
+        device, dtype = coarse.device, coarse.dtype
+        scheduler.set_timesteps(num_inference_steps, device=device)
+        timesteps = scheduler.timesteps
+        if strength < 1:
+            start = num_inference_steps - max(int(round(num_inference_steps * strength)), 1)
+            timesteps = timesteps[start:]
+        noise = self._noise(tuple(coarse.shape), len(timesteps), seed, generator, device, dtype)
+        if strength < 1:
+            x = scheduler.add_noise(coarse, noise[0], timesteps[:1].repeat(coarse.shape[0]))
+        else:
+            x = noise[0]
+        features = self.agcn.encode(coarse)  # t-independent part, once per frame
+        for i, t in enumerate(tqdm(timesteps, desc="denoising", disable=not progress, leave=False)):
+            condition = self.agcn.condition(features, attr_diff, t)
+            eps = self.unet(torch.cat([x, condition], dim=1), t).sample
+            x = scheduler.step(eps, t, x, eta=eta, variance_noise=noise[i + 1]).prev_sample
+        return x.clamp(0, 1)
+
+    @torch.no_grad()
+    def __call__(
+        self,
+        source: torch.Tensor,
+        driving: torch.Tensor,
+        source_annotation: Annotation = None,
+        driving_annotation: Annotation = None,
+        **sample_kwargs,
+    ) -> PipelineOutput:
+        """Animate ``source`` with ``driving`` (B frames) and refine: coarse, then FADM."""
+        coarse, attr_diff = self.prepare(source, driving, source_annotation, driving_annotation)
+        refined = self.sample(coarse, attr_diff, **sample_kwargs)
+        return PipelineOutput(coarse=coarse, refined=refined, attr_diff=attr_diff)

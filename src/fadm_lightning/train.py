@@ -1,0 +1,137 @@
+"""Train FADM: ``python -m fadm_lightning.train [experiment=...] [overrides]``.
+
+Hydra composes ``conf/train.yaml``; everything is built from ``_target_``. Outputs (checkpoints,
+sample grids, logs, the W&B offline run) go under the run directory (``hydra.run.dir``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import hydra
+import lightning as L
+from hydra.utils import get_class, instantiate
+from omegaconf import DictConfig, OmegaConf
+
+CONFIG_DIR = str(Path(__file__).resolve().parents[2] / "conf")
+PREFLIGHT_GROUPS = ("data", "coarse", "attributes")
+
+
+class MissingPathsError(SystemExit):
+    """Required files or folders are missing; the message names each one."""
+
+
+def missing_paths(cfg: DictConfig) -> list[str]:
+    """Every required path (a dataset root, a checkpoint) of the chosen parts that does not exist.
+
+    A part declares its required constructor arguments in a class attribute
+    ``required_paths = {"argument": "what is expected there"}``.
+    """
+    problems = []
+    for group in PREFLIGHT_GROUPS:
+        node = cfg.get(group)
+        if node is None or "_target_" not in node:
+            continue
+        try:
+            cls = get_class(node._target_)
+        except Exception as err:  # the part itself is not available
+            problems.append(f"{group}: cannot import {node._target_} ({err})")
+            continue
+        for arg, description in getattr(cls, "required_paths", {}).items():
+            value = node.get(arg)
+            if value is None or not Path(str(value)).exists():
+                problems.append(f"{group}.{arg} = {value}: not found. Expected {description}.")
+    return problems
+
+
+def preflight(cfg: DictConfig) -> None:
+    problems = missing_paths(cfg)
+    if problems:
+        lines = "\n".join(f"  - {p}" for p in problems)
+        raise MissingPathsError(
+            "Cannot start: required files are missing (nothing was built, no random weights used):\n"
+            f"{lines}\nSet them on the command line (e.g. paths.data_dir=/datasets, "
+            "coarse.checkpoint=/weights/vox-cpk.pth.tar) or in conf/local/default.yaml; see README."
+        )
+
+
+def instantiate_list(node: DictConfig | None) -> list[Any]:
+    if not node:
+        return []
+    return [instantiate(c) for c in node.values() if c is not None and "_target_" in c]
+
+
+def format_table(metrics: dict[str, float], stage: str = "test") -> str:
+    """Markdown table of coarse vs refined L1/PSNR/SSIM from logged metrics."""
+    rows = ["| frames | L1 ↓ | PSNR ↑ | SSIM ↑ |", "|---|---|---|---|"]
+    for kind in ("coarse", "refined"):
+        vals = [metrics.get(f"{stage}/{m}_{kind}") for m in ("l1", "psnr", "ssim")]
+        if any(v is None for v in vals):
+            continue
+        rows.append(f"| {kind} | {vals[0]:.4f} | {vals[1]:.2f} | {vals[2]:.4f} |")
+    return "\n".join(rows)
+
+
+def train(cfg: DictConfig) -> dict[str, Any]:
+    """Build everything from the config, fit, then test. Returns the metrics and artefact paths."""
+    preflight(cfg)
+    if cfg.get("seed") is not None:
+        L.seed_everything(cfg.seed, workers=True)
+
+    datamodule: L.LightningDataModule = instantiate(cfg.data)
+    coarse = instantiate(cfg.coarse)
+    attributes = instantiate(cfg.attributes)
+    model: L.LightningModule = instantiate(cfg.model, coarse=coarse, attributes=attributes)
+    callbacks = instantiate_list(cfg.get("callbacks"))
+    loggers = instantiate_list(cfg.get("logger"))
+    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+
+    for logger in loggers:
+        logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+
+    metrics: dict[str, float] = {}
+    if cfg.get("train"):
+        trainer.fit(model=model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+        metrics.update({k: float(v) for k, v in trainer.callback_metrics.items()})
+    if cfg.get("test"):
+        ckpt = None
+        if cfg.get("train") and trainer.checkpoint_callback is not None:
+            ckpt = trainer.checkpoint_callback.best_model_path or None
+        elif not cfg.get("train"):
+            ckpt = cfg.get("ckpt_path")
+        trainer.test(model=model, datamodule=datamodule, ckpt_path=ckpt)
+        metrics.update({k: float(v) for k, v in trainer.callback_metrics.items()})
+
+    result = {"metrics": metrics, "output_dir": trainer.default_root_dir}
+    if trainer.checkpoint_callback is not None:
+        result["best_checkpoint"] = trainer.checkpoint_callback.best_model_path
+        result["last_checkpoint"] = trainer.checkpoint_callback.last_model_path
+    for cb in callbacks:
+        if getattr(cb, "last_path", None) is not None:
+            result["last_sample_grid"] = str(cb.last_path)
+    for logger in loggers:
+        if logger.__class__.__name__ == "WandbLogger":
+            result["wandb_run"] = str(Path(logger.experiment.dir).parent)
+    if trainer.is_global_zero:
+        summary = [f"Run directory: {result['output_dir']}"]
+        for key in ("best_checkpoint", "last_checkpoint", "last_sample_grid", "wandb_run"):
+            if result.get(key):
+                summary.append(f"{key.replace('_', ' ').capitalize()}: {result[key]}")
+        if "wandb_run" in result:
+            summary.append(f"  (offline; upload with: wandb sync {result['wandb_run']})")
+        if any(k.startswith("test/") for k in metrics):
+            summary.append("Held-out test clips (source = first frame, driving = every frame):")
+            summary.append(format_table(metrics, "test"))
+        print("\n".join(summary), flush=True)
+    return result
+
+
+@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
+def main(cfg: DictConfig) -> float | None:
+    result = train(cfg)
+    return result["metrics"].get("val/psnr_refined")  # for sweepers that optimise a value
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,214 @@
+"""End-to-end training runs on the tiny synthetic world (CPU)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from hydra.core.hydra_config import HydraConfig
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
+
+from fadm_lightning.train import MissingPathsError, train
+
+from ..conftest import CONFIG_DIR, TINY_OVERRIDES
+
+EXPERIMENTS = sorted(p.stem for p in (Path(CONFIG_DIR) / "experiment").glob("*.yaml"))
+MODELS = sorted(p.stem for p in (Path(CONFIG_DIR) / "model").glob("*.yaml"))
+RUNNABLE_ON_SYNTHETIC = ["synthetic_quality"]
+
+
+def run(cfg):
+    HydraConfig().set_config(cfg)
+    return train(cfg)
+
+
+@pytest.mark.parametrize("experiment", EXPERIMENTS)
+def test_every_experiment_composes(compose_train, experiment):
+    cfg = compose_train(f"experiment={experiment}", tiny=False)
+    for group in ("data", "model", "coarse", "attributes", "trainer"):
+        assert "_target_" in cfg[group], group
+        OmegaConf.to_container(cfg[group], resolve=True)
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_every_model_preset_composes_and_builds(compose_train, model):
+    cfg = compose_train(f"model={model}", tiny=False)
+    agcn = instantiate(cfg.model.agcn)(attr_dim=56)
+    unet = instantiate(cfg.model.unet)(in_channels=3 + agcn.cond_channels)
+    assert unet.config.in_channels == 6 and unet.config.sample_size == cfg.data.image_size
+
+
+def test_paper_unet_preset_mirrors_the_official_capacity(compose_train):
+    cfg = compose_train("experiment=fomm_recon", tiny=False)
+    unet = instantiate(cfg.model.unet)(in_channels=6)
+    assert tuple(unet.config.block_out_channels) == (64, 128, 256, 256, 512, 512)
+    assert unet.config.layers_per_block == 3 and unet.config.sample_size == 256
+    n_params = sum(p.numel() for p in unet.parameters())
+    assert 1.0e8 < n_params < 2.0e8  # the official SR3-style denoiser has 141 M
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        [],
+        ["model=fadm_official", "model/unet=small"],
+        *[[f"experiment={e}"] for e in RUNNABLE_ON_SYNTHETIC],
+    ],
+    ids=["default", "fadm_official", *RUNNABLE_ON_SYNTHETIC],
+)
+def test_fast_dev_run(compose_train, overrides):
+    cfg = compose_train(*overrides, "++trainer.fast_dev_run=true")
+    result = run(cfg)
+    metrics = result["metrics"]
+    assert torch.isfinite(torch.tensor(metrics["train/loss_step"]))
+    for key in ("test/l1_coarse", "test/l1_refined", "test/psnr_refined", "test/ssim_refined"):
+        assert key in metrics
+
+
+def test_fomm_recon_stops_at_once_naming_each_missing_path(compose_train):
+    cfg = compose_train("experiment=fomm_recon", tiny=False)
+    with pytest.raises(MissingPathsError) as err:
+        run(cfg)
+    message = str(err.value)
+    for needle in (
+        "data.root",
+        "vox-png",
+        "coarse.checkpoint",
+        "attributes.checkpoint",
+        "no random weights",
+    ):
+        assert needle in message, needle
+    assert not (Path(cfg.paths.output_dir) / "checkpoints").exists()
+
+
+def test_frozen_parts_have_no_gradients_and_stay_out_of_optimizer_and_checkpoint(compose_train):
+    cfg = compose_train("++trainer.max_steps=1", "++trainer.limit_val_batches=0", "test=false")
+    result = run(cfg)
+    ckpt = torch.load(result["last_checkpoint"], map_location="cpu", weights_only=True)
+    assert not any(k.startswith(("coarse.", "attributes.")) for k in ckpt["state_dict"])
+    assert any(k.startswith("agcn.") for k in ckpt["state_dict"])
+    assert any(k.startswith("unet.") for k in ckpt["state_dict"])
+
+    coarse, attributes = instantiate(cfg.coarse), instantiate(cfg.attributes)
+    model = instantiate(cfg.model, coarse=coarse, attributes=attributes)
+    optimizer = model.configure_optimizers()
+    in_optimizer = {id(p) for group in optimizer.param_groups for p in group["params"]}
+    frozen = list(model.coarse.parameters()) + list(model.attributes.parameters())
+    assert not any(id(p) in in_optimizer for p in frozen)
+    assert all(not p.requires_grad for p in frozen)
+    assert len(in_optimizer) == len(list(model.trainable_parameters()))
+    model.train()
+    assert not model.coarse.training and not model.attributes.training and model.unet.training
+
+
+def test_resume_continues_at_the_saved_step(compose_train, tmp_path):
+    first = compose_train("++trainer.max_steps=2", "test=false")
+    result = run(first)
+    last = result["last_checkpoint"]
+    assert Path(last).is_file()
+    saved = torch.load(last, map_location="cpu", weights_only=True)
+    assert saved["global_step"] == 2 and "rng_states" in saved and "ema" in saved
+
+    second = compose_train(
+        "++trainer.max_steps=4", "trainer.max_epochs=5", f"ckpt_path={last}", "test=false"
+    )
+    second.paths.output_dir = str(tmp_path / "resumed")
+    second.hydra.runtime.output_dir = str(tmp_path / "resumed")
+    result2 = run(second)
+    resumed = torch.load(result2["last_checkpoint"], map_location="cpu", weights_only=True)
+    assert resumed["global_step"] == 4
+
+
+def test_same_seed_same_training(compose_train):
+    losses = []
+    for _ in range(2):
+        cfg = compose_train("++trainer.fast_dev_run=true", "test=false")
+        losses.append(run(cfg)["metrics"]["train/loss_step"])
+    assert losses[0] == losses[1]
+
+
+def _cli(
+    args: list[str], cwd: Path, cache: Path, timeout: int = 600, tiny: bool = True
+) -> subprocess.CompletedProcess:
+    flags = [a for a in args if a in ("-m", "--multirun")]
+    overrides = [a for a in args if a not in flags]
+    env = {
+        **os.environ,
+        "FADM_CACHE_DIR": str(cache),
+        "FADM_ROOT": str(cwd),
+        "WANDB_MODE": "offline",
+    }
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "fadm_lightning.train",
+            *flags,
+            *(TINY_OVERRIDES if tiny else []),
+            *overrides,
+        ],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def test_cli_writes_checkpoints_samples_and_logs_under_the_run_dir(tmp_path, shared_cache):
+    run_dir = tmp_path / "run"
+    proc = _cli(["++trainer.max_steps=2", f"hydra.run.dir={run_dir}"], tmp_path, shared_cache)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert (run_dir / "checkpoints" / "last.ckpt").is_file()
+    assert list((run_dir / "samples").glob("step_*.png"))
+    assert (run_dir / "train.log").is_file() and (run_dir / ".hydra" / "config.yaml").is_file()
+    assert "| refined |" in proc.stdout
+
+
+def test_cli_missing_paths_exit_non_zero(tmp_path, shared_cache):
+    proc = _cli(
+        ["experiment=fomm_recon", f"hydra.run.dir={tmp_path / 'run'}"],
+        tmp_path,
+        shared_cache,
+        timeout=120,
+        tiny=False,
+    )
+    assert proc.returncode != 0
+    assert "coarse.checkpoint" in proc.stderr + proc.stdout
+
+
+def test_multirun_sweep_runs_jobs_in_separate_folders(tmp_path, shared_cache):
+    sweep = tmp_path / "sweep"
+    proc = _cli(
+        [
+            "-m",
+            "model.agcn.use_appearance=true,false",
+            "++trainer.fast_dev_run=true",
+            f"hydra.sweep.dir={sweep}",
+        ],
+        tmp_path,
+        shared_cache,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    overrides = [OmegaConf.load(sweep / str(i) / ".hydra" / "overrides.yaml") for i in (0, 1)]
+    assert "model.agcn.use_appearance=True" in overrides[0]
+    assert "model.agcn.use_appearance=False" in overrides[1]
+
+
+@pytest.mark.slow
+def test_two_process_cpu_ddp_run_completes(tmp_path, shared_cache):
+    run_dir = tmp_path / "ddp"
+    proc = _cli(
+        ["trainer=ddp_cpu", "++trainer.max_steps=2", f"hydra.run.dir={run_dir}"],
+        tmp_path,
+        shared_cache,
+        timeout=900,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    ckpt = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    assert ckpt["global_step"] == 2
