@@ -21,22 +21,14 @@ from diffusers.training_utils import EMAModel
 from torch import nn
 from torchmetrics import MeanMetric
 
+from fadm_lightning.checkpoints import CONFIG_KEY
+from fadm_lightning.data.annotations import collated_clip_frames
 from fadm_lightning.metrics.image import frame_metrics
 from fadm_lightning.models.agcn import AGCN
 from fadm_lightning.pipeline import FADMPipeline
 
 FROZEN_PREFIXES = ("coarse.", "attributes.")
 METRICS = ("l1", "psnr", "ssim")
-
-
-def _annotation_frames(annotation: dict[str, torch.Tensor] | None, frames: slice):
-    """Per-frame annotation of frames ``frames`` of a collated clip annotation (batch of 1)."""
-    if annotation is None:
-        return None
-    out = {k: v[0, frames] for k, v in annotation.items() if k != "identity"}
-    count = next(iter(out.values())).shape[0]
-    out["identity"] = annotation["identity"][0][None].expand(count, -1)
-    return out
 
 
 class FADMLitModule(L.LightningModule):
@@ -113,6 +105,8 @@ class FADMLitModule(L.LightningModule):
             attributes=self.attributes,
             attributes_from=attributes_from,
         )
+        #: data/model/coarse/attributes configs stored in checkpoints (set by the train command)
+        self.run_config: dict | None = None
         self.train_loss = MeanMetric()
         self.eval_metrics = nn.ModuleDict(
             {
@@ -267,11 +261,11 @@ class FADMLitModule(L.LightningModule):
         video = batch["video"][0]  # T×3×H×W
         annotation = batch.get("annotation")
         chunk = self.hparams.test_chunk_size
-        source, source_ann = video[:1], _annotation_frames(annotation, slice(0, 1))
+        source, source_ann = video[:1], collated_clip_frames(annotation, slice(0, 1))
         outputs = {"coarse": [], "refined": []}
         for start in range(0, video.shape[0], chunk):
             frames = slice(start, start + chunk)
-            driving, driving_ann = video[frames], _annotation_frames(annotation, frames)
+            driving, driving_ann = video[frames], collated_clip_frames(annotation, frames)
             coarse, attr_diff = self.pipeline.prepare(source, driving, source_ann, driving_ann)
             refined = self.refine(coarse, attr_diff)
             self._update_eval_metrics("test", {"coarse": coarse, "refined": refined}, driving)
@@ -298,6 +292,8 @@ class FADMLitModule(L.LightningModule):
         }
         if self.ema is not None:
             checkpoint["ema"] = self.ema.state_dict()
+        if self.run_config is not None:  # makes the checkpoint self-contained for inference
+            checkpoint[CONFIG_KEY] = self.run_config
         kind, keys, pos, has_gauss, gauss = np.random.get_state()
         checkpoint["rng_states"] = {  # plain types only, so weights_only loading works
             "torch": torch.get_rng_state(),

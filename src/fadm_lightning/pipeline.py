@@ -157,6 +157,7 @@ class FADMPipeline:
         strength: float = 1.0,
         seed: int | None = 0,
         generator: torch.Generator | None = None,
+        noise: list[torch.Tensor] | None = None,
         progress: bool = False,
     ) -> torch.Tensor:
         """Refine coarse frames with the DDIM loop.
@@ -168,7 +169,9 @@ class FADMPipeline:
             eta: DDIM η (1 = the official ancestral sampler, 0 = deterministic DDIM).
             strength: 1 starts from pure noise; s < 1 starts from the coarse frame noised to the
                 timestep at fraction s of the schedule and runs only those steps.
-            seed: seed of the shared noise (ignored when ``generator`` is given).
+            seed: seed of the shared noise (ignored when ``generator`` or ``noise`` is given).
+            noise: explicit noise ``[x_T, z_1, …, z_n]`` (n = steps actually run; each 1×C×H×W
+                or B×C×H×W), e.g. the official fixed per-video noise list.
             progress: show a progress bar over the steps.
         Returns:
             x̂_0, B×3×H×W clamped to [0, 1].
@@ -184,7 +187,14 @@ class FADMPipeline:
         if strength < 1:
             start = num_inference_steps - max(int(round(num_inference_steps * strength)), 1)
             timesteps = timesteps[start:]
-        noise = self._noise(tuple(coarse.shape), len(timesteps), seed, generator, device, dtype)
+        if noise is None:
+            noise = self._noise(tuple(coarse.shape), len(timesteps), seed, generator, device, dtype)
+        elif len(noise) < len(timesteps) + 1:
+            raise ValueError(
+                f"noise needs {len(timesteps) + 1} tensors (x_T and one per step), got {len(noise)}"
+            )
+        else:
+            noise = [z.to(device=device, dtype=dtype).expand_as(coarse) for z in noise]
         if strength < 1:
             x = scheduler.add_noise(coarse, noise[0], timesteps[:1].repeat(coarse.shape[0]))
         else:

@@ -14,6 +14,8 @@ import lightning as L
 from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from fadm_lightning.checkpoints import config_for_checkpoint
+
 CONFIG_DIR = str(Path(__file__).resolve().parents[2] / "conf")
 PREFLIGHT_GROUPS = ("data", "coarse", "attributes")
 
@@ -83,6 +85,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     coarse = instantiate(cfg.coarse)
     attributes = instantiate(cfg.attributes)
     model: L.LightningModule = instantiate(cfg.model, coarse=coarse, attributes=attributes)
+    if hasattr(model, "run_config"):
+        model.run_config = config_for_checkpoint(cfg)
     callbacks = instantiate_list(cfg.get("callbacks"))
     loggers = instantiate_list(cfg.get("logger"))
     trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)

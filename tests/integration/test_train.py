@@ -18,7 +18,13 @@ from fadm_lightning.train import MissingPathsError, train
 from ..conftest import CONFIG_DIR, TINY_OVERRIDES
 
 EXPERIMENTS = sorted(p.stem for p in (Path(CONFIG_DIR) / "experiment").glob("*.yaml"))
-MODELS = sorted(p.stem for p in (Path(CONFIG_DIR) / "model").glob("*.yaml"))
+# presets of the FADM training module (inference-only and FOMM presets are tested elsewhere)
+MODELS = sorted(
+    p.stem
+    for p in (Path(CONFIG_DIR) / "model").glob("*.yaml")
+    if OmegaConf.load(p).get("_target_", "fadm_lightning.lit_module.FADMLitModule").endswith("FADMLitModule")
+    and "official_release" not in p.stem
+)
 RUNNABLE_ON_SYNTHETIC = ["synthetic_quality"]
 
 
@@ -212,3 +218,33 @@ def test_two_process_cpu_ddp_run_completes(tmp_path, shared_cache):
     assert proc.returncode == 0, proc.stderr[-3000:]
     ckpt = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
     assert ckpt["global_step"] == 2
+
+
+def test_checkpoint_is_self_contained_for_inference(compose_train):
+    from fadm_lightning.checkpoints import CheckpointError, load_pipeline
+
+    cfg = compose_train("++trainer.max_steps=1", "++trainer.limit_val_batches=0", "test=false")
+    result = run(cfg)
+    pipe, stored = load_pipeline(result["last_checkpoint"])
+    assert stored.data.image_size == 32
+    frames = torch.rand(2, 3, 32, 32)
+    refined = pipe.sample(frames, torch.zeros(2, 11), num_inference_steps=2, eta=0.0)
+    assert refined.shape == frames.shape
+    # a checkpoint that does not fit its model lists the differing keys
+    ckpt = torch.load(result["last_checkpoint"], map_location="cpu", weights_only=True)
+    ckpt["state_dict"].pop(next(k for k in ckpt["state_dict"] if k.startswith("unet.")))
+    ckpt["state_dict"]["agcn.extra.weight"] = torch.zeros(1)
+    bad = Path(cfg.paths.output_dir) / "bad.ckpt"
+    torch.save(ckpt, bad)
+    with pytest.raises(CheckpointError, match=r"(?s)missing.*unet.*unexpected.*agcn.extra.weight"):
+        load_pipeline(bad)
+    with pytest.raises(FileNotFoundError, match="no such checkpoint"):
+        load_pipeline(bad.with_name("absent.ckpt"))
+
+    # the sampler benchmark reads the checkpoint's own data config
+    from fadm_lightning.benchmarks.sampling import evaluate, markdown
+
+    rows = evaluate(result["last_checkpoint"], [(2, 0.0, 1.0), (2, 0.0, 0.5)], max_clips=1)
+    assert [r["frames"] for r in rows][0] == "coarse" and len(rows) == 3
+    assert all(0 <= r["l1"] <= 1 and r["psnr"] > 0 for r in rows)
+    assert "| coarse |" in markdown(rows)

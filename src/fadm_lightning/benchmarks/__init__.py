@@ -1,0 +1,1 @@
+"""Benchmarks: ``python -m fadm_lightning.benchmarks.<name>`` (see each module's docstring)."""

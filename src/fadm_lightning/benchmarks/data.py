@@ -1,0 +1,328 @@
+"""Data throughput: can the data modules feed one GPU at the 256 preset's training step rate?
+
+``python -m fadm_lightning.benchmarks.data [--gpu-step-s 0.025] [--batches 8] [--frames 64]``
+
+1. Builds temporary 256×256 synthetic trees with ``generate_dataset`` in both formats (mp4 files
+   and PNG-frame folders), a 224×224 copy of the mp4 tree (VoxCeleb2 crops, resized on load) and
+   a CelebA-layout folder of 178×218 portraits made from the same frames.
+2. Times one DataLoader worker (``num_workers=0``: the main process does exactly what one worker
+   does; ``torch.set_num_threads(1)``) of each data module at batch 8, 256×256: training pairs per
+   second (source images per second for CelebA).
+3. Times the read of two random frames of an mp4 clip (``--frames`` and 4× that long: decord
+   seeks to the previous key frame and decodes forward, so the cost grows with the clip length)
+   against the read of a PNG pair; with ``--real-clip`` (default: the real VoxCeleb clip of
+   ``shared/fixtures``, when present) the same for real content: the clip as it is, re-encoded
+   by ``write_mp4`` with the encoder's key-frame interval and with ``gop=12`` (what
+   ``fadm_lightning.preprocess`` writes), and as a PNG folder.
+4. Prints the workers one GPU needs: ``ceil(margin · gpu_batch / gpu_step_s / pairs_per_s)``, and
+   PASS when every training data module needs at most ``--max-workers`` (8) with the 2× margin.
+
+No GPU is needed: the step time is an option (``--gpu-step-s``). Its default, 0.025 s, is an
+estimate for an H100 and the 256 preset (batch 5, the paper UNet of 144 M parameters: 5.8 TFLOP
+for forward + backward, counted with ``torch.utils.flop_counter`` on the meta device; at ~40 % of
+the 989 TFLOP/s bf16 dense peak that is ~15 ms, plus ~10 ms for the frozen FOMM and DECA
+forwards, the AGCN, the optimizer step and data transfer). Replace it with a measured value.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import platform
+import shutil
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+DEFAULT_GPU_STEP_S = 0.025
+REAL_CLIP = (
+    Path(__file__).resolve().parents[3].parent / "shared/fixtures/voxceleb_sample/driving.mp4"
+)
+GPU_BATCH = 5  # the 256 preset (experiment=fomm_recon)
+BENCH_BATCH = 8
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
+def build_trees(workdir: Path, frames: int, ids: int) -> dict[str, Path]:
+    """The synthetic trees of the benchmark under ``workdir``."""
+    from fadm_lightning.data.synthetic import generate_dataset
+    from fadm_lightning.data.video import read_frames, write_mp4
+
+    common = dict(
+        num_train_ids=ids,
+        clips_per_id=1,
+        num_test_ids=1,
+        test_clips_per_id=1,
+        num_frames=frames,
+        image_size=256,
+        progress=False,
+    )
+    trees = {
+        "mp4": generate_dataset(workdir / "vox-mp4", format="mp4", **common),
+        "png": generate_dataset(workdir / "vox-png", format="png", **common),
+    }
+    # VoxCeleb2: the same clips at 224×224 (resized back to 256 by the dataset)
+    vox2 = workdir / "vox2"
+    for split in ("train", "test"):
+        for clip in sorted((trees["mp4"] / split).iterdir()):
+            video = read_frames(clip)
+            small = np.stack(
+                [
+                    np.asarray(Image.fromarray(f).resize((224, 224), Image.Resampling.LANCZOS))
+                    for f in video
+                ]
+            )
+            write_mp4(vox2 / split / clip.name, small)
+    trees["vox2"] = vox2
+    # CelebA layout: 178×218 portraits cut from the frames, split 0/1/2 round robin
+    celeba = workdir / "celeba"
+    (celeba / "img_align_celeba").mkdir(parents=True)
+    lines = []
+    clips = sorted((trees["png"] / "train").iterdir())
+    k = 0
+    for clip in clips:
+        for png in sorted(clip.iterdir())[:: max(1, frames // 16)]:
+            image = Image.open(png).convert("RGB").resize((178, 178)).crop((0, -20, 178, 198))
+            name = f"{k + 1:06d}.jpg"
+            image.save(celeba / "img_align_celeba" / name, quality=95)
+            lines.append(f"{name} {k % 3}")
+            k += 1
+    (celeba / "list_eval_partition.txt").write_text("\n".join(lines) + "\n")
+    trees["celeba"] = celeba
+    # a long clip for the seek cost: the clips of the mp4 tree one after the other
+    long_clip = workdir / "long.mp4"
+    parts = sorted((trees["mp4"] / "train").iterdir())[:4]
+    write_mp4(long_clip, np.concatenate([read_frames(c) for c in parts]))
+    trees["long"] = long_clip
+    return trees
+
+
+def time_loader(
+    make_loader: Callable[[], torch.utils.data.DataLoader], batches: int, rounds: int = 3
+) -> float:
+    """Items per second of a loader: the best of ``rounds`` timings of ``batches`` batches each,
+    after one warm-up batch (the best round is the one least disturbed by other processes)."""
+    loader = make_loader()
+    iterator = iter(loader)
+    next(iterator)
+    best = 0.0
+    for _ in range(rounds):
+        items, start = 0, time.perf_counter()
+        for _ in range(batches):
+            try:
+                batch = next(iterator)
+            except StopIteration:
+                iterator = iter(loader)
+                batch = next(iterator)
+            items += batch["source"].shape[0]
+        best = max(best, items / (time.perf_counter() - start))
+    return best
+
+
+def time_pair_reads(path: Path, repeats: int, rounds: int = 3, seed: int = 0) -> float:
+    """Seconds to read two random sorted frames of a clip (mp4 file or PNG folder): the best of
+    ``rounds`` means over the same ``repeats`` random pairs."""
+    from fadm_lightning.data.video import count_frames, read_frames
+
+    rng = np.random.default_rng(seed)
+    n = count_frames(path)
+    pairs = [np.sort(rng.choice(n, size=2, replace=True)).tolist() for _ in range(repeats)]
+    read_frames(path, [0, n - 1])  # warm the file cache
+    best = float("inf")
+    for _ in range(rounds):
+        start = time.perf_counter()
+        for pair in pairs:
+            read_frames(path, pair)
+        best = min(best, (time.perf_counter() - start) / repeats)
+    return best
+
+
+def workers_needed(pairs_per_s: float, gpu_step_s: float, gpu_batch: int, margin: float) -> int:
+    """Workers to deliver ``margin`` × the pairs one GPU consumes (``gpu_batch / gpu_step_s``)."""
+    return math.ceil(margin * gpu_batch / gpu_step_s / pairs_per_s)
+
+
+def run(args: argparse.Namespace) -> bool:
+    from fadm_lightning.data.celeba import CelebASourcesDataModule
+    from fadm_lightning.data.datamodule import VoxCelebDataModule
+
+    torch.set_num_threads(1)
+    workdir = (
+        Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="fadm-data-bench-"))
+    )
+    workdir.mkdir(parents=True, exist_ok=True)
+    try:
+        load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+        print(
+            f"CPU: {_cpu_name()}, {os.cpu_count()} cores, load average {load:.2f}; torch threads 1"
+        )
+        start = time.perf_counter()
+        trees = build_trees(workdir, args.frames, args.ids)
+        print(f"synthetic trees built in {time.perf_counter() - start:.1f} s under {workdir}")
+
+        def vox(root: Path) -> Callable[[], torch.utils.data.DataLoader]:
+            def make() -> torch.utils.data.DataLoader:
+                dm = VoxCelebDataModule(
+                    root, image_size=256, num_repeats=1000, batch_size=BENCH_BATCH,
+                    num_workers=0, cache_dir=workdir / "index",
+                )  # fmt: skip
+                dm.setup("fit")
+                return dm.train_dataloader()
+
+            return make
+
+        def celeba() -> torch.utils.data.DataLoader:
+            dm = CelebASourcesDataModule(
+                trees["celeba"], image_size=256, batch_size=BENCH_BATCH, num_workers=0,
+                cache_dir=workdir / "index",
+            )  # fmt: skip
+            dm.setup("fit")
+            return (
+                dm.train_dataloader()
+                if len(dm.dataset("train")) >= BENCH_BATCH
+                else dm.val_dataloader()
+            )
+
+        modules = [
+            ("voxceleb (mp4 clips)", vox(trees["mp4"]), True),
+            ("voxceleb (png folders)", vox(trees["png"]), True),
+            ("voxceleb2 (224 mp4 → 256)", vox(trees["vox2"]), True),
+            ("celeba_sources (jpg, sources/s)", celeba, False),
+        ]
+        print(
+            f"\nOne worker, batch {BENCH_BATCH}, 256×256, best of {args.rounds} × {args.batches} "
+            f"batches, clips of {args.frames} frames (training items: 2 random frames + FOMM "
+            "augmentation):"
+        )
+        results = {}
+        for name, make, training in modules:
+            rate = time_loader(make, args.batches, args.rounds)
+            results[name] = (rate, training)
+            print(f"  {name:<34} {rate:8.1f} pairs/s per worker")
+
+        print(
+            f"\nReading two random frames (decode only, no resize/augmentation; best of "
+            f"{args.rounds} × {args.read_repeats} pairs):"
+        )
+        clip_mp4 = sorted((trees["mp4"] / "train").iterdir())[0]
+        clip_png = sorted((trees["png"] / "train").iterdir())[0]
+        n_long = args.frames * min(4, args.ids)
+        reads = {}
+        for label, path in (
+            (f"mp4, {args.frames}-frame clip", clip_mp4),
+            (f"mp4, {n_long}-frame clip", trees["long"]),
+            ("png pair (frame folder)", clip_png),
+        ):
+            reads[label] = seconds = time_pair_reads(path, args.read_repeats, args.rounds)
+            print(f"  {label:<34} {seconds * 1e3:8.1f} ms per pair")
+        real_reads = {}
+        if args.real_clip and Path(args.real_clip).is_file():
+            from fadm_lightning.data.video import read_frames, write_mp4, write_png_folder
+
+            real = read_frames(args.real_clip)
+            write_mp4(workdir / "real_default.mp4", real)
+            write_mp4(workdir / "real_gop12.mp4", real, gop=12)
+            write_png_folder(workdir / "real_png.mp4", real)
+            n = len(real)
+            for label, path in (
+                (f"real {n}-frame clip, as given", Path(args.real_clip)),
+                ("  re-encoded, write_mp4 default", workdir / "real_default.mp4"),
+                ("  re-encoded, write_mp4 gop=12", workdir / "real_gop12.mp4"),
+                ("  png folder", workdir / "real_png.mp4"),
+            ):
+                real_reads[label.strip()] = seconds = time_pair_reads(
+                    path, args.read_repeats, args.rounds
+                )
+                print(f"  {label:<34} {seconds * 1e3:8.1f} ms per pair")
+
+        rate_needed = GPU_BATCH / args.gpu_step_s
+        print(
+            f"\nOne GPU at the 256 preset: batch {GPU_BATCH} every {args.gpu_step_s:.3f} s "
+            f"= {rate_needed:.0f} pairs/s; with the {args.margin:g}× margin "
+            f"{args.margin * rate_needed:.0f} pairs/s. (--gpu-step-s: "
+            f"{'given' if args.gpu_step_s != DEFAULT_GPU_STEP_S else 'estimated H100 step, not measured here'})"
+        )
+        ok = True
+        for name, (rate, training) in results.items():
+            need = workers_needed(rate, args.gpu_step_s, GPU_BATCH, args.margin)
+            verdict = "ok" if need <= args.max_workers else "too slow"
+            if training and need > args.max_workers:
+                ok = False
+            tag = "" if training else " (evaluation sources, not in the rule)"
+            print(f"  {name:<34} needs {need:3d} workers ({verdict}){tag}")
+        if real_reads:
+            # the cost of an item besides reading its two frames, from the png module
+            other = 1.0 / results["voxceleb (png folders)"][0] - reads["png pair (frame folder)"]
+            print(
+                f"Projection for real content (this worker's {other * 1e3:.1f} ms per pair of "
+                "resize + augmentation + collation, plus the real clip's read cost; not in the rule):"
+            )
+            for label, seconds in real_reads.items():
+                rate = 1.0 / (other + seconds)
+                need = workers_needed(rate, args.gpu_step_s, GPU_BATCH, args.margin)
+                print(f"  {label:<34} {rate:6.1f} pairs/s, needs {need:3d} workers")
+        line = (
+            f"{'PASS' if ok else 'FAIL'}: every training data module feeds one GPU with at most "
+            f"{args.max_workers} workers at a {args.margin:g}× margin"
+        )
+        if not ok:
+            line = line.replace("every", "not every")
+        print("\n" + line)
+        return ok
+    finally:
+        if not args.workdir and not args.keep:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m fadm_lightning.benchmarks.data",
+        description="Per-worker throughput of the data modules against one GPU's training step rate.",
+    )
+    parser.add_argument(
+        "--gpu-step-s", type=float, default=DEFAULT_GPU_STEP_S,
+        help="seconds per training step of the 256 preset (batch 5) on the GPU to feed; default: "
+        "an H100 estimate (module docstring), not a measurement",
+    )  # fmt: skip
+    parser.add_argument("--margin", type=float, default=2.0, help="required over-supply (2×)")
+    parser.add_argument("--max-workers", type=int, default=8, help="workers one GPU may use (8)")
+    parser.add_argument("--batches", type=int, default=16, help="timed batches per data module")
+    parser.add_argument("--frames", type=int, default=64, help="frames per synthetic clip")
+    parser.add_argument("--ids", type=int, default=4, help="training identities per tree")
+    parser.add_argument("--read-repeats", type=int, default=20, help="timed two-frame reads")
+    parser.add_argument(
+        "--rounds", type=int, default=3, help="timings per figure; the best is printed"
+    )
+    parser.add_argument(
+        "--real-clip", default=str(REAL_CLIP) if REAL_CLIP.is_file() else None,
+        help="a real mp4 clip for the read-cost comparison (default: the shared fixture)",
+    )  # fmt: skip
+    parser.add_argument("--workdir", default=None, help="build the trees here and keep them")
+    parser.add_argument("--keep", action="store_true", help="keep the temporary trees")
+    args = parser.parse_args(argv)
+    if args.gpu_step_s <= 0 or args.margin <= 0 or args.batches < 1:
+        parser.error("--gpu-step-s, --margin and --batches must be positive")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    return 0 if run(parse_args(argv)) else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

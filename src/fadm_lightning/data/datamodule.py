@@ -1,0 +1,213 @@
+"""Lightning data module for a root in the VoxCeleb layout (see ``voxceleb.py``)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from fadm_lightning.data.transforms import FrameAugmentation
+from fadm_lightning.data.voxceleb import (
+    VoxCelebClipDataset,
+    VoxCelebIndex,
+    VoxCelebPairsDataset,
+    VoxCelebTrainDataset,
+)
+
+
+def _accelerator_available() -> bool:
+    accelerator = getattr(torch, "accelerator", None)
+    if accelerator is not None:
+        return accelerator.is_available()
+    return torch.cuda.is_available()
+
+
+class VoxCelebDataModule(L.LightningDataModule):
+    """Train on two-frame items of ``root/train``, validate on fixed pairs and test on whole clips
+    of ``root/test``.
+
+    ``root`` is only read in ``setup()`` (or when ``index`` / ``has_annotations`` is first asked
+    for), so a subclass may write the data in ``prepare_data()``. Under DDP Lightning swaps in a
+    ``DistributedSampler`` (and calls ``set_epoch``) by itself; no custom sampler is used here.
+
+    Batches: train/val ``{"source": B×3×H×W, "driving": B×3×H×W, "name": list[str]}`` (train
+    batches also carry ``"skipped": list[str]``, see ``VoxCelebTrainDataset``) (+
+    ``"source_annotation"``, ``"driving_annotation"`` dicts of B×… tensors when annotated); test
+    (batch size 1) ``{"video": 1×T×3×H×W, "name": [str]}`` (+ ``"annotation"``, 1×T×…).
+
+    Args:
+        root (`str` or `os.PathLike`): dataset root with ``train/`` and ``test/``.
+        image_size (`int`, defaults to 256): frame size H = W.
+        id_sampling (`bool`, defaults to True): training items are person ids (FOMM).
+        num_repeats (`int`, defaults to 75): training list repeats per epoch.
+        augment (`bool`, defaults to True): FOMM flips + colour jitter on training items.
+        brightness, contrast, saturation, hue (`float`, default 0.1): jitter strengths.
+        batch_size (`int`, defaults to 5), val_batch_size (`int`, defaults to 4).
+        num_workers (`int`, defaults to 4), pin_memory (`bool`, defaults to True; only used when
+            an accelerator is present), persistent_workers (`bool`, defaults to True; forced
+            False when ``num_workers`` is 0).
+        num_val_pairs (`int`, defaults to 8): validation pairs.
+        test_max_frames (`int`, *optional*), test_frame_stride (`int`, defaults to 1): test clips.
+        cache_dir (`str`, *optional*): where the clip index is cached.
+        max_read_retries (`int`, defaults to 10): a training item whose clip cannot be read is
+            replaced by another clip up to this many times; the batch's ``"skipped"`` strings
+            list the failures (counted by ``fadm_lightning.callbacks.data_errors``).
+    """
+
+    required_paths = {
+        "root": "a dataset root in the VoxCeleb layout of FOMM's preprocessing: root/train/ and "
+        "root/test/ holding one <person id>#<video id>#<start>#<end>.mp4 per clip (an mp4 file or "
+        "a folder of 7-digit numbered PNG frames), e.g. data/vox-png/{train,test}"
+    }
+
+    def __init__(
+        self,
+        root: str | os.PathLike,
+        image_size: int = 256,
+        id_sampling: bool = True,
+        num_repeats: int = 75,
+        augment: bool = True,
+        brightness: float = 0.1,
+        contrast: float = 0.1,
+        saturation: float = 0.1,
+        hue: float = 0.1,
+        batch_size: int = 5,
+        val_batch_size: int = 4,
+        num_workers: int = 4,
+        pin_memory: bool = True,
+        persistent_workers: bool = True,
+        num_val_pairs: int = 8,
+        test_max_frames: int | None = None,
+        test_frame_stride: int = 1,
+        cache_dir: str | os.PathLike | None = None,
+        max_read_retries: int = 10,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters(logger=False)
+        self.max_read_retries = max_read_retries
+        self.root = root
+        self.image_size = image_size
+        self.id_sampling = id_sampling
+        self.num_repeats = num_repeats
+        self.augmentation = (
+            FrameAugmentation(
+                brightness=brightness, contrast=contrast, saturation=saturation, hue=hue
+            )
+            if augment
+            else None
+        )
+        self.batch_size = batch_size
+        self.val_batch_size = val_batch_size
+        self.num_workers = num_workers
+        self.pin_memory = pin_memory
+        self.persistent_workers = persistent_workers and num_workers > 0
+        self.num_val_pairs = num_val_pairs
+        self.test_max_frames = test_max_frames
+        self.test_frame_stride = test_frame_stride
+        self.cache_dir = cache_dir
+        self._index: VoxCelebIndex | None = None
+        self.train_set: VoxCelebTrainDataset | None = None
+        self.val_set: VoxCelebPairsDataset | None = None
+        self.test_set: VoxCelebClipDataset | None = None
+
+    @property
+    def index(self) -> VoxCelebIndex:
+        """The clip index of ``root`` (built on first use)."""
+        if self._index is None:
+            self._index = VoxCelebIndex(self.root, self.cache_dir)
+        return self._index
+
+    @property
+    def has_annotations(self) -> bool:
+        """Whether both splits carry ground-truth annotations (``root/annotations/{train,test}``)."""
+        return self.index.has_annotations("train") and self.index.has_annotations("test")
+
+    def setup(self, stage: str | None = None) -> None:
+        if stage in (None, "fit") and self.train_set is None:
+            self.train_set = VoxCelebTrainDataset(
+                self.root,
+                image_size=self.image_size,
+                id_sampling=self.id_sampling,
+                num_repeats=self.num_repeats,
+                augmentation=self.augmentation,
+                index=self.index,
+                max_read_retries=self.max_read_retries,
+            )
+        if stage in (None, "fit", "validate") and self.val_set is None:
+            self.val_set = VoxCelebPairsDataset(
+                self.root,
+                image_size=self.image_size,
+                num_pairs=self.num_val_pairs,
+                index=self.index,
+            )
+        if stage in (None, "test", "predict") and self.test_set is None:
+            self.test_set = VoxCelebClipDataset(
+                self.root,
+                image_size=self.image_size,
+                max_frames=self.test_max_frames,
+                frame_stride=self.test_frame_stride,
+                index=self.index,
+            )
+
+    def _loader(
+        self, dataset: Dataset | None, name: str, batch_size: int, train: bool
+    ) -> DataLoader:
+        if dataset is None:
+            raise RuntimeError(f"VoxCelebDataModule: {name} dataset not built; call setup() first")
+        return DataLoader(
+            dataset,
+            batch_size=batch_size,
+            shuffle=train,
+            drop_last=train,
+            num_workers=self.num_workers,
+            pin_memory=self.pin_memory and _accelerator_available(),
+            persistent_workers=self.persistent_workers,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(self.train_set, "train", self.batch_size, train=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(self.val_set, "validation", self.val_batch_size, train=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader(self.test_set, "test", 1, train=False)
+
+    def predict_dataloader(self) -> DataLoader:
+        return self.test_dataloader()
+
+
+class SyntheticDataModule(VoxCelebDataModule):
+    """The embedded default: procedural talking heads (``fadm_lightning.data.synthetic``) written
+    in the VoxCeleb layout, with ground-truth annotations, on first use.
+
+    The data goes to ``<root>/<hash of the generator settings>`` so that different settings never
+    mix; generation happens once, in ``prepare_data`` (rank zero under DDP).
+
+    Args:
+        root: parent folder of generated datasets.
+        generator: keyword arguments of :func:`fadm_lightning.data.synthetic.generate_dataset`.
+        **kwargs: as :class:`VoxCelebDataModule`.
+    """
+
+    required_paths: dict[str, str] = {}
+
+    def __init__(
+        self, root: str | os.PathLike, generator: dict[str, Any] | None = None, **kwargs
+    ) -> None:
+        self.generator_kwargs = dict(generator or {})
+        digest = hashlib.sha1(
+            json.dumps(self.generator_kwargs, sort_keys=True).encode()
+        ).hexdigest()[:10]
+        super().__init__(root=Path(root) / f"synthetic-{digest}", **kwargs)
+
+    def prepare_data(self) -> None:
+        from fadm_lightning.data.synthetic import generate_dataset
+
+        generate_dataset(self.root, **self.generator_kwargs)

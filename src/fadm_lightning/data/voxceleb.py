@@ -1,0 +1,534 @@
+"""Datasets over a root in the VoxCeleb layout (REFERENCE_SPEC §5.1–5.2).
+
+```
+root/train/<person id>#<video id>#<start>#<end>.mp4          an mp4 file, or a folder of that
+root/test/…                                                  name holding 0000000.png, …
+root/annotations/<split>/<clip name>.npz                     optional, see annotations.py
+```
+
+* ``VoxCelebIndex``: clips, frame counts and person ids of both splits, cached as JSON.
+* ``VoxCelebTrainDataset``: FOMM ``FramesDataset`` training items (two frames of one clip) with
+  identity sampling, ``DatasetRepeater``-style repeats and the FOMM augmentations.
+* ``VoxCelebPairsDataset``: deterministic (source, driving) frame pairs of test clips (validation).
+* ``VoxCelebClipDataset``: whole test clips (reconstruction evaluation, §5.4).
+
+Frames are float32 in [0, 1], 3×H×W (or T×3×H×W), resized on load when their size differs from
+``image_size`` (bilinear, antialiased; VoxCeleb2 crops are 224×224). A clip whose aspect ratio
+differs from ``image_size``'s (a raw video dropped into the tree, not a face crop) is a read error.
+
+Broken data: clips that cannot be opened are left out of the index (one warning). A read error
+while training (a truncated mp4, an unreadable PNG frame, a clip of the wrong shape) does not stop
+the epoch: ``VoxCelebTrainDataset`` draws another clip and lists what it skipped in the item's
+``"skipped"`` string (``video.encode_skipped``), which the ``DataErrorsCallback`` counts and
+reports once per epoch. Evaluation datasets raise the error, naming the file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.data import Dataset, get_worker_info
+
+from fadm_lightning.data.annotations import (
+    ANNOTATION_DIR,
+    PER_FRAME_KEYS,
+    annotation_path,
+    clip_annotation,
+    load_annotation,
+)
+from fadm_lightning.data.transforms import FrameAugmentation
+from fadm_lightning.data.video import (
+    SKIPPED_KEY,
+    VideoReadError,
+    count_frames,
+    encode_skipped,
+    read_frames,
+)
+
+log = logging.getLogger(__name__)
+
+SPLITS = ("train", "test")
+CLIP_SUFFIX = ".mp4"
+INDEX_VERSION = 1
+LAYOUT_HELP = (
+    "expected the VoxCeleb layout: <root>/train/ and <root>/test/, each holding clips named "
+    "'<person id>#<video id>#<start>#<end>.mp4', either mp4 files or folders of that name with "
+    "7-digit PNG frames (0000000.png, …)"
+)
+
+
+def default_cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "fadm_lightning" / "voxceleb_index"
+
+
+def person_id(clip_name: str) -> str:
+    """Person id of a clip: its name before the first ``#`` (the whole stem when there is none)."""
+    if "#" in clip_name:
+        return clip_name.split("#", 1)[0]
+    return clip_name.removesuffix(CLIP_SUFFIX)
+
+
+@dataclass(frozen=True)
+class Clip:
+    """One clip of a split: ``path`` is an mp4 file or a PNG-frame folder."""
+
+    name: str
+    path: Path
+    person_id: str
+    num_frames: int
+
+
+def _candidate_names(split_dir: Path) -> list[str]:
+    return sorted(
+        e.name
+        for e in os.scandir(split_dir)
+        if e.name.endswith(CLIP_SUFFIX) and not e.name.startswith(".")
+    )
+
+
+class VoxCelebIndex:
+    """Clips and person ids of ``root/train`` and ``root/test``, cached as JSON.
+
+    The cache file lives in ``cache_dir`` (default ``~/.cache/fadm_lightning/voxceleb_index``),
+    keyed by the resolved root path, and is rebuilt when a split folder's mtime or its list of
+    clip names changes. Clips that cannot be opened are left out, with one warning listing them.
+
+    Args:
+        root (`str` or `os.PathLike`): the dataset root.
+        cache_dir (`str` or `os.PathLike`, *optional*): where the JSON index is cached.
+    """
+
+    def __init__(self, root: str | os.PathLike, cache_dir: str | os.PathLike | None = None) -> None:
+        self.root = Path(root).expanduser().resolve()
+        if not self.root.is_dir():
+            raise FileNotFoundError(f"VoxCeleb root {self.root} does not exist; {LAYOUT_HELP}")
+        for split in SPLITS:
+            if not (self.root / split).is_dir():
+                raise FileNotFoundError(
+                    f"VoxCeleb root {self.root} has no '{split}' folder "
+                    f"({self.root / split} missing); {LAYOUT_HELP}"
+                )
+        self.cache_dir = (
+            Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
+        )
+        digest = hashlib.sha1(str(self.root).encode()).hexdigest()[:16]
+        self.cache_file = self.cache_dir / f"{self.root.name}-{digest}.json"
+
+        fingerprint = {s: self._fingerprint(s) for s in SPLITS}
+        cached = self._read_cache(fingerprint)
+        self.from_cache = cached is not None
+        if cached is None:
+            cached = {s: self._scan(s, fingerprint[s]["names"]) for s in SPLITS}
+            self._write_cache(fingerprint, cached)
+        self.clips: dict[str, list[Clip]] = {}
+        self.skipped: dict[str, dict[str, str]] = {}
+        for split in SPLITS:
+            self.clips[split] = [
+                Clip(name, self.root / split / name, person_id(name), int(n))
+                for name, n in cached[split]["clips"]
+            ]
+            self.skipped[split] = dict(cached[split]["skipped"])
+            if self.skipped[split]:
+                listing = "; ".join(f"{n} ({why})" for n, why in self.skipped[split].items())
+                warnings.warn(
+                    f"{self.root / split}: {len(self.skipped[split])} clip(s) could not be opened "
+                    f"and are left out: {listing}",
+                    stacklevel=2,
+                )
+
+    # -- queries ---------------------------------------------------------------------------
+    def person_ids(self, split: str) -> list[str]:
+        """Sorted person ids of a split."""
+        return sorted({c.person_id for c in self._split(split)})
+
+    def clips_by_person(self, split: str) -> dict[str, list[Clip]]:
+        out: dict[str, list[Clip]] = {}
+        for clip in self._split(split):
+            out.setdefault(clip.person_id, []).append(clip)
+        return out
+
+    def has_annotations(self, split: str) -> bool:
+        """Whether ``root/annotations/<split>/`` exists (then every clip must have its npz)."""
+        return (self.root / ANNOTATION_DIR / split).is_dir()
+
+    def annotation_path(self, split: str, clip: Clip) -> Path:
+        return annotation_path(self.root, split, clip.name)
+
+    def _split(self, split: str) -> list[Clip]:
+        if split not in self.clips:
+            raise KeyError(f"unknown split {split!r}; the index has {list(self.clips)}")
+        return self.clips[split]
+
+    # -- building and caching ----------------------------------------------------------------
+    def _fingerprint(self, split: str) -> dict[str, Any]:
+        split_dir = self.root / split
+        return {"mtime_ns": split_dir.stat().st_mtime_ns, "names": _candidate_names(split_dir)}
+
+    def _scan(self, split: str, names: list[str]) -> dict[str, Any]:
+        log.info("indexing %d clips in %s", len(names), self.root / split)
+        clips, skipped = [], {}
+        for name in names:
+            try:
+                n = count_frames(self.root / split / name)
+            except (VideoReadError, OSError) as err:
+                skipped[name] = str(err)
+                continue
+            if n == 0:
+                skipped[name] = "no frames"
+            else:
+                clips.append([name, n])
+        return {"clips": clips, "skipped": skipped}
+
+    def _read_cache(self, fingerprint: dict[str, Any]) -> dict[str, Any] | None:
+        try:
+            data = json.loads(self.cache_file.read_text())
+        except (OSError, ValueError):
+            return None
+        if data.get("version") != INDEX_VERSION or data.get("root") != str(self.root):
+            return None
+        splits = data.get("splits", {})
+        for split in SPLITS:
+            entry = splits.get(split)
+            if entry is None or entry.get("mtime_ns") != fingerprint[split]["mtime_ns"]:
+                return None
+            known = [n for n, _ in entry["clips"]] + list(entry["skipped"])
+            if sorted(known) != fingerprint[split]["names"]:
+                return None
+        return splits
+
+    def _write_cache(self, fingerprint: dict[str, Any], scanned: dict[str, Any]) -> None:
+        data = {
+            "version": INDEX_VERSION,
+            "root": str(self.root),
+            "splits": {s: {"mtime_ns": fingerprint[s]["mtime_ns"], **scanned[s]} for s in SPLITS},
+        }
+        try:
+            self.cache_dir.mkdir(parents=True, exist_ok=True)
+            tmp = self.cache_file.with_name(f".{self.cache_file.name}.{os.getpid()}.tmp")
+            tmp.write_text(json.dumps(data))
+            os.replace(tmp, self.cache_file)  # atomic: DDP ranks may write at the same time
+        except OSError as err:
+            warnings.warn(
+                f"cannot write the VoxCeleb index cache {self.cache_file} ({err})", stacklevel=3
+            )
+
+
+# -- shared item building -------------------------------------------------------------------
+def _size(image_size: int | Sequence[int]) -> tuple[int, int]:
+    if isinstance(image_size, int):
+        return image_size, image_size
+    h, w = image_size
+    return int(h), int(w)
+
+
+def to_float_frames(frames: np.ndarray, size: tuple[int, int]) -> torch.Tensor:
+    """uint8 T×H×W×3 → float32 T×3×h×w in [0, 1], resized (bilinear, antialias) to ``size``."""
+    x = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float().div_(255.0)
+    if tuple(x.shape[-2:]) != size:
+        x = F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=True)
+        x = x.clamp_(0.0, 1.0)
+    return x.contiguous()
+
+
+def check_aspect(
+    frames: np.ndarray, size: tuple[int, int], path: str | os.PathLike, tolerance: float = 0.02
+) -> None:
+    """Raise ``VideoReadError`` when T×H×W×3 ``frames`` do not have the aspect ratio of ``size``.
+
+    Only the scale may differ (a 224×224 VoxCeleb2 crop for 256×256 frames); resizing a frame of
+    another shape would distort the face.
+    """
+    h, w = frames.shape[1:3]
+    th, tw = size
+    if abs(h * tw - w * th) > tolerance * max(h * tw, w * th):
+        raise VideoReadError(
+            f"{path}: frames are {w}×{h} (W×H), not of the {tw}×{th} aspect ratio of this "
+            "dataset; expected square face crops such as 256×256 or 224×224"
+        )
+
+
+def _split_pair(annotation: dict[str, torch.Tensor], i: int) -> dict[str, torch.Tensor]:
+    """Frame ``i`` of a stacked (T×…) annotation, as ``frame_annotation`` returns it."""
+    out = {k: annotation[k][i].contiguous() for k in PER_FRAME_KEYS}
+    out["identity"] = annotation["identity"]
+    return out
+
+
+class _WorkerRng:
+    """A ``np.random.Generator`` per (process, DataLoader worker, DDP rank).
+
+    Seeded from ``torch.initial_seed()`` (which PyTorch re-draws for every worker of every epoch),
+    the worker id and the rank, so workers and ranks differ (REFERENCE_SPEC §7 item 6). Re-created
+    when the dataset object lands in another process.
+    """
+
+    def __init__(self) -> None:
+        self._key: tuple[int, int] | None = None
+        self._rng: np.random.Generator | None = None
+
+    def __call__(self) -> np.random.Generator:
+        info = get_worker_info()
+        worker = info.id if info is not None else -1
+        key = (os.getpid(), worker)
+        if self._rng is None or key != self._key:
+            if torch.distributed.is_available() and torch.distributed.is_initialized():
+                rank = torch.distributed.get_rank()
+            else:
+                rank = int(os.environ.get("RANK", 0))
+            seq = np.random.SeedSequence([torch.initial_seed(), worker + 1, rank])
+            self._rng, self._key = np.random.default_rng(seq), key
+        return self._rng
+
+
+class _SplitDataset(Dataset):
+    """Clips of one split, with their annotations when the root has them."""
+
+    def __init__(
+        self,
+        root: str | os.PathLike,
+        split: str,
+        image_size: int | Sequence[int],
+        cache_dir: str | os.PathLike | None,
+        index: VoxCelebIndex | None,
+    ) -> None:
+        self.index = index if index is not None else VoxCelebIndex(root, cache_dir)
+        self.split = split
+        self.size = _size(image_size)
+        self.clips = self.index.clips[split]
+        if not self.clips:
+            raise ValueError(f"{self.index.root / split} holds no readable clips; {LAYOUT_HELP}")
+        self.has_annotations = self.index.has_annotations(split)
+        if self.has_annotations:
+            missing = [
+                self.index.annotation_path(split, c)
+                for c in self.clips
+                if not self.index.annotation_path(split, c).is_file()
+            ]
+            if missing:
+                raise FileNotFoundError(
+                    f"{self.index.root / ANNOTATION_DIR / split} exists but {len(missing)} clip(s) "
+                    f"have no annotation file, e.g. {missing[0]}"
+                )
+
+    def _annotation(self, clip: Clip, indices: Sequence[int]) -> dict[str, torch.Tensor]:
+        """Stacked annotation (T×…) of frames ``indices`` of ``clip``."""
+        path = self.index.annotation_path(self.split, clip)
+        data = load_annotation(path)
+        if len(data["pose"]) != clip.num_frames:
+            raise ValueError(
+                f"{path}: annotation has {len(data['pose'])} frames, clip {clip.path} has {clip.num_frames}"
+            )
+        return clip_annotation(data, list(indices))
+
+    def _read(self, clip: Clip, indices: Sequence[int]) -> torch.Tensor:
+        frames = read_frames(clip.path, indices)
+        check_aspect(frames, self.size, clip.path)
+        return to_float_frames(frames, self.size)  # T×3×H×W
+
+
+class VoxCelebTrainDataset(_SplitDataset):
+    """Training items: two frames of one clip (FOMM ``FramesDataset`` + ``DatasetRepeater``).
+
+    With ``id_sampling`` an item is a person id: a random clip of that person, then two frame
+    indices drawn with replacement and sorted (source ≤ driving before augmentation). Without it
+    an item is a clip. Length = ``num_repeats`` × number of ids (or clips).
+
+    Item: ``{"source": 3×H×W, "driving": 3×H×W, "name": clip name, "skipped": str}`` float32 in
+    [0, 1], plus ``"source_annotation"`` / ``"driving_annotation"`` (see ``frame_annotation``) when
+    the root has annotations; they are flipped together with the frames. When the chosen clip
+    cannot be read, a random other clip (one that has not failed in this process) is drawn
+    instead, up to ``max_read_retries`` times, and ``"skipped"`` lists the failed reads
+    (``video.decode_skipped``; "" when none).
+
+    Args:
+        root (`str` or `os.PathLike`): dataset root (ignored when ``index`` is given).
+        image_size (`int` or `(H, W)`, defaults to 256): output frame size.
+        id_sampling (`bool`, defaults to True): sample person ids rather than clips.
+        num_repeats (`int`, defaults to 1): how many times the id (clip) list is repeated.
+        augmentation (`FrameAugmentation`, *optional*): FOMM augmentations; None = none.
+        split (`str`, defaults to "train"): the split read.
+        cache_dir, index: where the index is cached, or a ready index.
+        max_read_retries (`int`, defaults to 10): other clips tried after a read error before
+            the error is raised; 0 raises at once.
+    """
+
+    def __init__(
+        self,
+        root: str | os.PathLike,
+        image_size: int | Sequence[int] = 256,
+        id_sampling: bool = True,
+        num_repeats: int = 1,
+        augmentation: FrameAugmentation | None = None,
+        split: str = "train",
+        cache_dir: str | os.PathLike | None = None,
+        index: VoxCelebIndex | None = None,
+        max_read_retries: int = 10,
+    ) -> None:
+        super().__init__(root, split, image_size, cache_dir, index)
+        if num_repeats < 1:
+            raise ValueError(f"num_repeats must be ≥ 1, got {num_repeats}")
+        if max_read_retries < 0:
+            raise ValueError(f"max_read_retries must be ≥ 0, got {max_read_retries}")
+        self.max_read_retries = max_read_retries
+        self.id_sampling = id_sampling
+        self.num_repeats = num_repeats
+        self.augmentation = augmentation
+        by_person = self.index.clips_by_person(split)
+        self.person_ids = sorted(by_person)
+        self._clips_of = by_person
+        self._rng = _WorkerRng()
+        # clips that failed in this process: never drawn as replacements (but still tried, and
+        # reported, when an item asks for them, so every epoch's report lists them)
+        self._unreadable: set[str] = set()
+
+    def __len__(self) -> int:
+        items = len(self.person_ids) if self.id_sampling else len(self.clips)
+        return self.num_repeats * items
+
+    def __getitem__(self, idx: int) -> dict[str, Any]:
+        rng = self._rng()
+        if self.id_sampling:
+            candidates = self._clips_of[self.person_ids[idx % len(self.person_ids)]]
+            clip = candidates[rng.integers(len(candidates))]
+        else:
+            clip = self.clips[idx % len(self.clips)]
+        skipped: list[tuple[str, str]] = []
+        while True:
+            indices = np.sort(rng.choice(clip.num_frames, size=2, replace=True)).tolist()
+            try:
+                frames = self._read(clip, indices)  # 2×3×H×W
+                break
+            except VideoReadError as err:
+                skipped.append((clip.name, str(err)))
+                self._unreadable.add(clip.name)
+                candidates = [c for c in self.clips if c.name not in self._unreadable]
+                if len(skipped) > self.max_read_retries or not candidates:
+                    listing = "; ".join(f"{n}: {why}" for n, why in skipped)
+                    raise VideoReadError(
+                        f"{len(skipped)} clips in a row could not be read "
+                        f"(max_read_retries={self.max_read_retries}): {listing}"
+                    ) from err
+                log.debug("skipping unreadable clip %s: %s", clip.name, err)
+                clip = candidates[rng.integers(len(candidates))]
+        annotation = self._annotation(clip, indices) if self.has_annotations else None
+        if self.augmentation is not None:
+            frames, annotation = self.augmentation(frames, rng, annotation)
+        item: dict[str, Any] = {
+            "source": frames[0],
+            "driving": frames[1],
+            "name": clip.name,
+            SKIPPED_KEY: encode_skipped(skipped),
+        }
+        if annotation is not None:
+            item["source_annotation"] = _split_pair(annotation, 0)
+            item["driving_annotation"] = _split_pair(annotation, 1)
+        return item
+
+
+class VoxCelebPairsDataset(_SplitDataset):
+    """Deterministic validation pairs: pair k takes clip k (cycling), source = frame 0, driving =
+    frame ``(k · 7919 + n // 2) mod n`` of its n frames. Same item dict as training, no augmentation.
+
+    Args:
+        root (`str` or `os.PathLike`): dataset root (ignored when ``index`` is given).
+        image_size (`int` or `(H, W)`, defaults to 256): output frame size.
+        num_pairs (`int`, defaults to 8): number of items.
+        split (`str`, defaults to "test"): the split read.
+        cache_dir, index: where the index is cached, or a ready index.
+    """
+
+    def __init__(
+        self,
+        root: str | os.PathLike,
+        image_size: int | Sequence[int] = 256,
+        num_pairs: int = 8,
+        split: str = "test",
+        cache_dir: str | os.PathLike | None = None,
+        index: VoxCelebIndex | None = None,
+    ) -> None:
+        super().__init__(root, split, image_size, cache_dir, index)
+        if num_pairs < 1:
+            raise ValueError(f"num_pairs must be ≥ 1, got {num_pairs}")
+        self.num_pairs = num_pairs
+
+    def __len__(self) -> int:
+        return self.num_pairs
+
+    def pair(self, k: int) -> tuple[Clip, int, int]:
+        """(clip, source index, driving index) of pair ``k``."""
+        clip = self.clips[k % len(self.clips)]
+        n = clip.num_frames
+        return clip, 0, (k * 7919 + n // 2) % n
+
+    def __getitem__(self, k: int) -> dict[str, Any]:
+        if not 0 <= k < self.num_pairs:
+            raise IndexError(f"pair {k} out of range [0, {self.num_pairs})")
+        clip, src, drv = self.pair(k)
+        frames = self._read(clip, [src, drv])
+        item: dict[str, Any] = {"source": frames[0], "driving": frames[1], "name": clip.name}
+        if self.has_annotations:
+            annotation = self._annotation(clip, [src, drv])
+            item["source_annotation"] = _split_pair(annotation, 0)
+            item["driving_annotation"] = _split_pair(annotation, 1)
+        return item
+
+
+class VoxCelebClipDataset(_SplitDataset):
+    """Whole clips (reconstruction evaluation, REFERENCE_SPEC §5.4), one per item, in name order.
+
+    Item: ``{"video": T×3×H×W float32 in [0, 1], "name": clip name}`` plus ``"annotation"``
+    (``clip_annotation``: per-frame entries T×…) when the root has annotations. Frames
+    0, s, 2s, … (``frame_stride`` s), at most ``max_frames`` of them.
+
+    Args:
+        root (`str` or `os.PathLike`): dataset root (ignored when ``index`` is given).
+        image_size (`int` or `(H, W)`, defaults to 256): output frame size.
+        max_frames (`int`, *optional*): cap on T; None = the whole clip.
+        frame_stride (`int`, defaults to 1): step between the frames read.
+        split (`str`, defaults to "test"): the split read.
+        cache_dir, index: where the index is cached, or a ready index.
+    """
+
+    def __init__(
+        self,
+        root: str | os.PathLike,
+        image_size: int | Sequence[int] = 256,
+        max_frames: int | None = None,
+        frame_stride: int = 1,
+        split: str = "test",
+        cache_dir: str | os.PathLike | None = None,
+        index: VoxCelebIndex | None = None,
+    ) -> None:
+        super().__init__(root, split, image_size, cache_dir, index)
+        if frame_stride < 1:
+            raise ValueError(f"frame_stride must be ≥ 1, got {frame_stride}")
+        if max_frames is not None and max_frames < 1:
+            raise ValueError(f"max_frames must be ≥ 1 or None, got {max_frames}")
+        self.max_frames = max_frames
+        self.frame_stride = frame_stride
+
+    def __len__(self) -> int:
+        return len(self.clips)
+
+    def frame_indices(self, clip: Clip) -> list[int]:
+        return list(range(0, clip.num_frames, self.frame_stride))[: self.max_frames]
+
+    def __getitem__(self, idx: int) -> dict[str, Any]:
+        clip = self.clips[idx]
+        indices = self.frame_indices(clip)
+        item: dict[str, Any] = {"video": self._read(clip, indices), "name": clip.name}
+        if self.has_annotations:
+            item["annotation"] = self._annotation(clip, indices)
+        return item

@@ -1,0 +1,211 @@
+"""Face tubes and the preprocessing command (raw videos and portraits → VoxCeleb-layout crops)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from fadm_lightning.data.face_tubes import (
+    box_iou,
+    link_tubes,
+    select_tubes,
+    square_crop_box,
+)
+from fadm_lightning.data.video import read_frames, write_mp4
+from fadm_lightning.preprocess import CropSettings, iter_video, output_stem, preprocess
+from tests.unit.test_data_robustness import write_png16
+
+REPO = Path(__file__).resolve().parents[2]
+FIXTURES = REPO.parent / "shared" / "fixtures" / "voxceleb_sample"
+NUM_FRAMES = 80
+CANVAS = (360, 400)  # H, W
+TEST_SETTINGS = {"min_size": 100, "min_frames": 32}
+
+
+# -- tube logic ------------------------------------------------------------------------------------
+def test_box_iou():
+    assert box_iou((0, 0, 10, 10), (0, 0, 10, 10)) == 1.0
+    assert box_iou((0, 0, 10, 10), (5, 0, 15, 10)) == pytest.approx(50 / 150)
+    assert box_iou((0, 0, 10, 10), (20, 20, 30, 30)) == 0.0
+
+
+def _box(x: float, y: float = 0.0, size: float = 100.0) -> np.ndarray:
+    return np.array([[x, y, x + size, y + size]])
+
+
+def test_tubes_break_when_the_face_drifts_from_the_first_box():
+    # a face sliding right by 5 px a frame: IoU with the first box is (100-5t)/(100+5t)
+    detections = [_box(5 * t) for t in range(40)]
+    tubes = link_tubes(detections, iou_threshold=0.25)
+    # IoU ≥ 0.25 while 5t ≤ 60, i.e. t ≤ 12: the first tube holds frames 0…12
+    assert [(t.start, t.end) for t in tubes] == [(0, 13), (13, 26), (26, 39), (39, 40)]
+    assert tubes[0].union_box().tolist() == [0, 0, 160, 100]
+
+
+def test_two_faces_gaps_and_long_tubes():
+    empty = np.zeros((0, 4))
+    detections = [np.concatenate([_box(0), _box(300)]) for _ in range(10)]
+    detections += [empty, empty]  # the faces vanish for two frames
+    detections += [_box(0)] * 5
+    no_gap = link_tubes(detections, max_gap=0)
+    assert [(t.start, t.end, t.first_box[0]) for t in no_gap] == [
+        (0, 10, 0.0), (0, 10, 300.0), (12, 17, 0.0)
+    ]  # fmt: skip
+    with_gap = link_tubes(detections, max_gap=2)
+    assert [(t.start, t.end, len(t.boxes)) for t in with_gap] == [(0, 17, 15), (0, 10, 10)]
+    split = link_tubes([_box(0)] * 25, max_frames=10)
+    assert [(t.start, t.end) for t in split] == [(0, 10), (10, 20), (20, 25)]
+
+
+def test_square_crop_and_drop_reasons():
+    # 100×80 box: sides pushed out by 10 % (120×96), squared to 120 about the centre (50, 40)
+    assert square_crop_box((0, 0, 100, 80), increase=0.1) == (-10, -20, 110, 100)
+    assert square_crop_box((10, 10, 30, 30), increase=0.0) == (10, 10, 30, 30)
+    tubes = link_tubes([np.concatenate([_box(50, 50), _box(300, 5, 60)])] * 70 + [_box(50, 50)] * 5)
+    decisions = select_tubes(tubes, (400, 300), increase=0.1, min_frames=64, min_size=100)
+    assert [(d.tube.first_box[0], d.reason) for d in decisions] == [
+        (50.0, None),
+        (300.0, "too_small"),
+    ]
+    assert decisions[0].crop == (40, 40, 160, 160)
+    near_edge = link_tubes([_box(5, 5, 150)] * 70)
+    (d,) = select_tubes(near_edge, (400, 300), min_frames=64, min_size=100)
+    assert d.reason == "leaves_frame"
+    (d,) = select_tubes(near_edge, (400, 300), min_frames=64, min_size=100, border="pad")
+    assert d.kept
+    (d,) = select_tubes(link_tubes([_box(50, 50)] * 10), (400, 300), min_frames=64, min_size=10)
+    assert d.reason == "too_short"
+
+
+def test_frame_rate_resampling(tmp_path):
+    frames = np.stack([np.full((16, 16, 3), 10 * i, np.uint8) for i in range(10)])
+    write_mp4(tmp_path / "v.mp4", frames, fps=30)
+    state: dict = {}
+    assert len(list(iter_video(tmp_path / "v.mp4", None, state))) == 10 and state["fps"] == 30
+    half = [round(f.mean() / 10) * 10 for f in iter_video(tmp_path / "v.mp4", 15, {})]
+    assert half == [0, 20, 40, 60, 80]
+    assert len(list(iter_video(tmp_path / "v.mp4", 60, {}))) == 20
+    assert output_stem(Path("a b/c#d.mp4")) == "a_b_c_d"
+
+
+# -- the command on a realistic input --------------------------------------------------------------
+def _place(canvas_hw: tuple[int, int], image: np.ndarray, x: int, y: int) -> np.ndarray:
+    h, w = canvas_hw
+    yy, xx = np.mgrid[0:h, 0:w]
+    canvas = np.stack([(xx * 0.3 + 60) % 255, (yy * 0.4 + 90) % 255, np.full_like(xx, 120)], -1)
+    canvas = canvas.astype(np.uint8)
+    canvas[y : y + image.shape[0], x : x + image.shape[1]] = image
+    return canvas
+
+
+@pytest.fixture(scope="module")
+def raw_dir(tmp_path_factory) -> Path:
+    """A talking-head video (the real fixture clip moving over a 400×360 canvas), portraits in
+    unusual formats, and broken files."""
+    if not FIXTURES.is_dir():
+        pytest.skip(f"shared fixtures not found at {FIXTURES}")
+    pytest.importorskip("dlib")
+    raw = tmp_path_factory.mktemp("raw")
+    face = read_frames(FIXTURES / "driving.mp4", list(range(NUM_FRAMES)))
+    video = np.stack(
+        [
+            _place(
+                CANVAS,
+                face[t],
+                round(60 + 40 * np.sin(2 * np.pi * t / NUM_FRAMES)),
+                round(50 + 20 * np.cos(2 * np.pi * t / NUM_FRAMES)),
+            )
+            for t in range(NUM_FRAMES)
+        ]
+    )
+    write_mp4(raw / "interviews" / "talk.mp4", video, fps=30)
+    good = (raw / "interviews" / "talk.mp4").read_bytes()
+    (raw / "cut.mp4").write_bytes(good[: len(good) // 3])  # truncated: no index at the end
+    (raw / "empty.mp4").write_bytes(b"")
+    portrait = np.asarray(Image.open(FIXTURES / "source.png").convert("RGB"))
+    on_canvas = _place((384, 384), portrait, 64, 64)
+    gray16 = np.asarray(Image.fromarray(on_canvas).convert("L")).astype(np.uint16) * 257
+    write_png16(raw / "portraits" / "gray16.png", gray16)
+    rgba = np.concatenate([on_canvas, np.full((384, 384, 1), 255, np.uint8)], -1)
+    Image.fromarray(rgba, "RGBA").save(raw / "portraits" / "rgba.png")
+    Image.fromarray(np.full((200, 200, 3), 90, np.uint8)).save(raw / "portraits" / "noface.png")
+    (raw / "portraits" / "zero.png").write_bytes(b"")
+    return raw
+
+
+@pytest.fixture(scope="module")
+def first_run(raw_dir, tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
+    out = tmp_path_factory.mktemp("out") / "vox"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(
+        [
+            sys.executable, "-m", "fadm_lightning.preprocess", f"input_dir={raw_dir}",
+            f"output_dir={out}", "num_workers=2", "progress=false",
+            *(f"{k}={v}" for k, v in TEST_SETTINGS.items()),
+        ],
+        capture_output=True, text=True, timeout=300, env=env, cwd=REPO,
+    )  # fmt: skip
+    return out, proc
+
+
+def test_preprocess_command_finds_the_face_tube_and_reports_broken_files(first_run):
+    out, proc = first_run
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "videos: 3 found, 1 processed, 0 already done, 2 broken" in proc.stdout
+    summary = json.loads((out / "preprocess_summary.json").read_text())
+    assert summary["tubes"]["kept"] == 1
+    assert summary["clips"] == [f"train/interviews_talk#000#000000#{NUM_FRAMES:06d}.mp4"]
+    assert {b["file"] for b in summary["broken"]} == {"cut.mp4", "empty.mp4", "portraits/zero.png"}
+    assert any("empty image file" in b["error"] for b in summary["broken"])
+    converted = {c["file"]: c["conversion"] for c in summary["converted"]}
+    assert "16-bit grayscale" in converted["portraits/gray16.png"]
+    assert "RGBA" in converted["portraits/rgba.png"]
+    assert summary["portraits"] == {
+        "kept": 2, "dropped": {"no_face": 1, "too_small": 0, "leaves_frame": 0}
+    }  # fmt: skip
+
+    clip = read_frames(out / summary["clips"][0])
+    assert clip.shape == (NUM_FRAMES, 256, 256, 3)
+    from fadm_lightning.models.face import DlibFace
+
+    face = DlibFace(cnn_fallback=False)
+    for t in (0, NUM_FRAMES // 2, NUM_FRAMES - 1):
+        boxes = face.detect(clip[t])
+        assert len(boxes) == 1, f"no face in frame {t} of the crop"
+        left, top, right, bottom = boxes[0]
+        assert right - left > 100 and 40 < (left + right) / 2 < 216  # a big face, not cut off
+    for name in ("gray16.png", "rgba.png"):
+        image = np.asarray(Image.open(out / "images" / f"portraits_{name}"))
+        assert image.shape == (256, 256, 3) and len(face.detect(image)) == 1
+    gray = np.asarray(Image.open(out / "images" / "portraits_gray16.png")).astype(int)
+    assert np.abs(gray[..., 0] - gray[..., 2]).max() <= 1
+
+
+def test_preprocess_rerun_skips_finished_inputs_and_redoes_changed_settings(first_run, raw_dir):
+    out, proc = first_run
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    clip = out / "train" / f"interviews_talk#000#000000#{NUM_FRAMES:06d}.mp4"
+    mtime = clip.stat().st_mtime_ns
+    again = preprocess(raw_dir, out, progress=False, settings=CropSettings(**TEST_SETTINGS))
+    assert again["videos"] == {"found": 3, "processed": 0, "already_done": 1, "broken": 2}
+    assert again["images"]["already_done"] == 3 and again["clips"] == [str(clip.relative_to(out))]
+    assert clip.stat().st_mtime_ns == mtime
+
+    as_png = preprocess(
+        raw_dir, out, progress=False, settings=CropSettings(**TEST_SETTINGS, format="png")
+    )
+    assert as_png["videos"]["processed"] == 1 and as_png["clips"] == again["clips"]
+    assert clip.is_dir() and len(list(clip.glob("*.png"))) == NUM_FRAMES  # replaced the mp4
+    assert read_frames(clip, [0, NUM_FRAMES - 1]).shape == (2, 256, 256, 3)
+
+    stricter = CropSettings(**{**TEST_SETTINGS, "min_frames": NUM_FRAMES + 1})
+    redone = preprocess(raw_dir, out, progress=False, settings=stricter)
+    assert redone["videos"]["processed"] == 1 and redone["tubes"]["dropped"]["too_short"] == 1
+    assert redone["clips"] == [] and not clip.exists()  # the stale clip of the old settings
