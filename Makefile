@@ -9,7 +9,7 @@ TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help venv demo test test-slow test-all bench-quality lint format clean
+.PHONY: help venv demo test test-slow test-all bench-quality bench-sampling bench-data lint format clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-15s\033[0m %s\n", $$1, $$2}'
@@ -37,6 +37,12 @@ test-all: venv ## every test
 
 bench-quality: venv ## train the synthetic default longer and report coarse vs refined L1/PSNR/SSIM
 	$(PY) -m fadm_lightning.train experiment=synthetic_quality logger=csv
+
+bench-sampling: venv ## coarse vs refined quality and speed of CKPT=... for several sampler settings
+	$(PY) -m fadm_lightning.benchmarks.sampling $(CKPT)
+
+bench-data: venv ## data-loading throughput of each data module (pairs/s per worker, workers per GPU)
+	$(PY) -m fadm_lightning.benchmarks.data
 
 lint: venv ## ruff lint and format check
 	$(VENV)/bin/ruff check src tests

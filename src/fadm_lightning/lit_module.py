@@ -46,7 +46,8 @@ class FADMLitModule(L.LightningModule):
     ema_decay: decay of an EMA of the trainable weights (None: no EMA). EMA weights are used
         for validation/test sampling and saved in checkpoints.
     attributes_from: passed to the pipeline ("driving": paper; "coarse": official demo).
-    val_num_inference_steps, val_eta, val_strength: sampler settings of validation and test.
+    val_num_inference_steps, val_eta, val_strength, val_clip_sample: sampler settings of
+        validation and test (see :meth:`FADMPipeline.sample`).
     test_chunk_size: frames refined at once in ``test_step``.
     sample_seed: seed of the shared sampling noise.
     """
@@ -67,6 +68,7 @@ class FADMLitModule(L.LightningModule):
         val_num_inference_steps: int = 25,
         val_eta: float = 0.0,
         val_strength: float = 1.0,
+        val_clip_sample: bool = False,
         test_chunk_size: int = 16,
         sample_seed: int = 0,
     ) -> None:
@@ -219,6 +221,7 @@ class FADMLitModule(L.LightningModule):
             num_inference_steps=self.hparams.val_num_inference_steps,
             eta=self.hparams.val_eta,
             strength=self.hparams.val_strength,
+            clip_sample=self.hparams.val_clip_sample,
             seed=self.hparams.sample_seed,
         )
 

@@ -64,6 +64,13 @@ def _expand_annotation(annotation: Annotation, batch: int) -> Annotation:
     return {k: _expand(v, batch) for k, v in annotation.items()}
 
 
+def _clipped_epsilon(scheduler: DDIMScheduler, x: torch.Tensor, eps: torch.Tensor, t) -> torch.Tensor:
+    """ε consistent with x̂_0 = clamp((x_t − √(1−ᾱ_t)·ε̂)/√ᾱ_t, 0, 1)."""
+    abar = scheduler.alphas_cumprod.to(x.device)[int(t)].to(x.dtype)
+    x0 = ((x - (1 - abar).sqrt() * eps) / abar.sqrt()).clamp(0, 1)
+    return (x - abar.sqrt() * x0) / (1 - abar).sqrt()
+
+
 class FADMPipeline:
     """Coarse animation, attributes, AGCN condition and the DDIM loop for a batch of frames.
 
@@ -158,6 +165,7 @@ class FADMPipeline:
         seed: int | None = 0,
         generator: torch.Generator | None = None,
         noise: list[torch.Tensor] | None = None,
+        clip_sample: bool = False,
         progress: bool = False,
     ) -> torch.Tensor:
         """Refine coarse frames with the DDIM loop.
@@ -172,6 +180,10 @@ class FADMPipeline:
             seed: seed of the shared noise (ignored when ``generator`` or ``noise`` is given).
             noise: explicit noise ``[x_T, z_1, …, z_n]`` (n = steps actually run; each 1×C×H×W
                 or B×C×H×W), e.g. the official fixed per-video noise list.
+            clip_sample: clamp each step's x̂_0 prediction to the data range [0, 1] and use the
+                matching ε (DDIM with clipped x̂_0). The official sampler does not clip; clipping
+                keeps an imperfect ε̂ from blowing up at the very noisy end of the schedule
+                (ᾱ_99 ≈ 2e-5 amplifies an ε error by 1/√ᾱ ≈ 220 in x̂_0).
             progress: show a progress bar over the steps.
         Returns:
             x̂_0, B×3×H×W clamped to [0, 1].
@@ -203,6 +215,8 @@ class FADMPipeline:
         for i, t in enumerate(tqdm(timesteps, desc="denoising", disable=not progress, leave=False)):
             condition = self.agcn.condition(features, attr_diff, t)
             eps = self.unet(torch.cat([x, condition], dim=1), t).sample
+            if clip_sample:
+                eps = _clipped_epsilon(scheduler, x, eps, t)
             x = scheduler.step(eps, t, x, eta=eta, variance_noise=noise[i + 1]).prev_sample
         return x.clamp(0, 1)
 

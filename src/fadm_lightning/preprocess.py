@@ -18,7 +18,8 @@ For every video under ``input_dir`` (any container PyAV reads, any size and fram
    ``0000000.png, …`` (``format=png``, FOMM's "vox-png"; the fastest to train from).
 
 Every image under ``input_dir`` (png, jpg, …; any mode: grayscale, RGBA, 16-bit are converted)
-gets the same crop around its largest face and goes to ``output_dir/images/<stem>.png``.
+gets the same kind of crop around its largest face (with ``image_increase``: one box has no
+motion to widen it, see ``docs/data.md``) and goes to ``output_dir/images/<stem>.png``.
 
 Re-running skips the inputs already done with the same settings (a JSON record per input under
 ``output_dir/.preprocess/records/``). A broken input (unreadable, truncated, no frames) does not
@@ -75,6 +76,7 @@ class CropSettings:
 
     image_size: int = 256
     increase: float = 0.1
+    image_increase: float = 0.36
     iou_threshold: float = 0.25
     min_frames: int = 64
     max_frames: int = 1024
@@ -255,6 +257,8 @@ def process_video(
                     d = decisions[i]
                     if d.tube.start <= t < d.tube.end:
                         if i not in writers:
+                            if settings.format == "mp4" and (folder / name).is_dir():
+                                remove_clip(folder / name)  # a PNG folder of an earlier run
                             writers[i] = (
                                 Mp4Writer(folder / name, record["fps"], settings.crf, settings.gop)
                                 if settings.format == "mp4"
@@ -286,7 +290,7 @@ def process_image(
     if len(boxes) == 0:
         record["reason"] = "no_face"
         return record
-    crop = square_crop_box(boxes[0], settings.increase)
+    crop = square_crop_box(boxes[0], settings.image_increase)
     record["crop"] = list(crop)
     if crop[2] - crop[0] < settings.min_size:
         record["reason"] = "too_small"
@@ -520,6 +524,7 @@ def settings_from_config(cfg: Any) -> CropSettings:
     return CropSettings(
         image_size=int(cfg.image_size),
         increase=float(cfg.increase),
+        image_increase=float(cfg.image_increase),
         iou_threshold=float(cfg.iou_threshold),
         min_frames=int(cfg.min_frames),
         max_frames=int(cfg.max_frames),
@@ -537,6 +542,16 @@ def settings_from_config(cfg: Any) -> CropSettings:
 
 
 def _main(cfg: Any) -> None:
+    from omegaconf import OmegaConf
+
+    missing = [k for k in ("input_dir", "output_dir") if OmegaConf.is_missing(cfg, k)]
+    if missing:
+        print(
+            f"preprocess: set {' and '.join(missing)}, e.g. "
+            "python -m fadm_lightning.preprocess input_dir=RAW output_dir=OUT",
+            file=sys.stderr,
+        )
+        sys.exit(2)
     try:
         summary = preprocess(
             cfg.input_dir,

@@ -11,6 +11,7 @@ from typing import Any
 
 import hydra
 import lightning as L
+import torch
 from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
 
@@ -78,6 +79,8 @@ def format_table(metrics: dict[str, float], stage: str = "test") -> str:
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Build everything from the config, fit, then test. Returns the metrics and artefact paths."""
     preflight(cfg)
+    if cfg.get("num_threads"):
+        torch.set_num_threads(int(cfg.num_threads))
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True)
 

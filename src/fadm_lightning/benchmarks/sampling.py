@@ -2,7 +2,7 @@
 
     python -m fadm_lightning.benchmarks.sampling CKPT [--settings 20:0:1 100:1:1 20:0:0.3] [--max-clips N]
 
-Each setting is ``steps:eta:strength`` (strength 1 = from pure noise; s < 1 = from the coarse
+Each setting is ``steps:eta:strength[:clip]`` (strength 1 = from pure noise; s < 1 = from the coarse
 frame noised to that fraction of the schedule). Same-identity reconstruction on the test clips
 of the checkpoint's own data config (source = first frame, driving = every frame); prints a
 Markdown table of L1 / PSNR / SSIM and seconds per frame, and writes it as CSV with ``--csv``.
@@ -25,12 +25,13 @@ from fadm_lightning.data.annotations import collated_clip_frames
 from fadm_lightning.metrics.image import frame_metrics
 
 
-def parse_setting(text: str) -> tuple[int, float, float]:
+def parse_setting(text: str) -> tuple[int, float, float, bool]:
     try:
-        steps, eta, strength = text.split(":")
-        return int(steps), float(eta), float(strength)
-    except ValueError as err:
-        raise argparse.ArgumentTypeError(f"setting {text!r} is not steps:eta:strength") from err
+        parts = text.split(":")
+        clip = len(parts) == 4 and parts[3] == "clip"
+        return int(parts[0]), float(parts[1]), float(parts[2]), clip
+    except (ValueError, IndexError) as err:
+        raise argparse.ArgumentTypeError(f"setting {text!r} is not steps:eta:strength[:clip]") from err
 
 
 def evaluate(
@@ -62,8 +63,9 @@ def evaluate(
                 source, driving, source_ann, collated_clip_frames(annotation, frames)
             )
             results = {"coarse": coarse}
-            for steps, eta, strength in settings:
-                name = f"refined ({steps} steps, η={eta:g}, strength={strength:g})"
+            for steps, eta, strength, *clip in settings:
+                clip = bool(clip and clip[0])
+                name = f"refined ({steps} steps, η={eta:g}, strength={strength:g}{', clip x̂0' if clip else ''})"
                 begin = time.perf_counter()
                 results[name] = pipe.sample(
                     coarse,

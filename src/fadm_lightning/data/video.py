@@ -345,7 +345,9 @@ class PngFolderWriter:
             self._tmp.mkdir(parents=True)
             self._size = frame.shape
         elif frame.shape != self._size:
-            raise ValueError(f"{self.path}: frame {self.num_frames} is {frame.shape}, not {self._size}")
+            raise ValueError(
+                f"{self.path}: frame {self.num_frames} is {frame.shape}, not {self._size}"
+            )
         Image.fromarray(frame).save(self._tmp / PNG_NAME.format(self.num_frames))
         self.num_frames += 1
 

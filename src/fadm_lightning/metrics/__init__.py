@@ -1,0 +1,13 @@
+"""Evaluation metrics (REFERENCE_SPEC §6), each named after the network behind it.
+
+* :mod:`~fadm_lightning.metrics.image` — L1, PSNR, SSIM per frame (torchmetrics, no network);
+* :mod:`~fadm_lightning.metrics.lpips_fid` — ``LPIPS[alex]`` and ``FID[inception-2015-12-05]``;
+* :mod:`~fadm_lightning.metrics.face` — ``AKD[dlib-68]``, ``AED[dlib-resnet]``,
+  ``CSIM[dlib-resnet]``;
+* :mod:`~fadm_lightning.metrics.suite` — :class:`MetricSuite`, the metrics of one evaluation
+  with their availability (a missing network makes a metric unavailable, never random).
+"""
+
+from fadm_lightning.metrics.suite import METRICS, MetricInfo, MetricSuite
+
+__all__ = ["METRICS", "MetricInfo", "MetricSuite"]

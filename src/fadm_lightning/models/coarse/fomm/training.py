@@ -1,4 +1,4 @@
-"""The pieces of FOMM's training objective (Siarohin et al., NeurIPS 2019, Sec. 3.4 and 4).
+"""The pieces of FOMM's training objective (Siarohin et al., NeurIPS 2019, "Training losses").
 
 Plain modules and functions, used by :class:`fadm_lightning.fomm_lit_module.FOMMLitModule`:
 
@@ -388,7 +388,7 @@ class RandomTPSTransform:
 def equivariance_losses(
     kp_original: Keypoints, kp_transformed: Keypoints, transform: RandomTPSTransform
 ) -> dict[str, torch.Tensor]:
-    """FOMM's equivariance constraints (paper eq. 11–12 of the supplement, Sec. 3.4).
+    """FOMM's equivariance constraints on keypoint values and jacobians ("Training losses").
 
     ``value`` = ``mean|p − T(p')|`` and, when jacobians are present, ``jacobian`` =
     ``mean|I − J⁻¹·(J_T(p')·J')|``, where ``(p, J)`` are the keypoints of a frame and

@@ -1,0 +1,407 @@
+"""Speed and fidelity of the inference commands for several sampler settings.
+
+    python -m fadm_lightning.benchmarks.inference [--steps 5 10 25 50 100] [--frames 4]
+        [--batch-size 4] [--device auto] [--threads N] [--precisions fp32 bf16] [--compile]
+        [--ckpt CKPT --fidelity 25:0:1 10:0:1 25:0:0.5 …] [--markdown FILE]
+
+**Speed** — frames per second and peak memory of ``animate`` and ``rectify`` end to end
+(decoding, face crop, coarse generator, attributes, DDIM refinement, encoding; the model loading
+and a warm-up call excluded) at 256×256 for each step count. The model is built from the paper's
+256×256 configuration (``model=fadm``: the UNet of the official capacity, 144 M parameters; a
+FOMM vox-256 coarse generator; the dlib landmark attributes) with RANDOM weights: the time of a
+forward pass does not depend on the weights, the output does (it is discarded). Peak memory is
+the process's peak resident set during the call on the CPU (``/proc/self/clear_refs``), the
+peak of ``torch.cuda.max_memory_allocated`` on a GPU. Frames are the real clip of
+``../shared/fixtures/voxceleb_sample`` when present, else rendered synthetic faces.
+
+**Fidelity** (``--ckpt``, a trained checkpoint) — how far each faster setting
+(``steps:eta:strength``) lands from the full official sampler (100 steps, η = 1) of the same
+model on the same frames with the same seed: L1 (on [0, 1]) and PSNR (uint8, dB) against that
+100-step output. Frames: rectify-style on ``--video`` for a checkpoint with a real attribute
+extractor, or the first test clip of the checkpoint's own data (source = its first frame) for
+one trained on the synthetic data.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import time
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import torch
+
+REPO = Path(__file__).resolve().parents[3]
+FIXTURES = REPO.parent / "shared" / "fixtures" / "voxceleb_sample"
+RANDOM_WEIGHTS_NOTE = (
+    "TIMING MODEL: the paper's 256×256 configuration with RANDOM weights. The time of a forward "
+    "pass does not depend on the weights; its output does, so no output of this model is kept."
+)
+PAPER_OVERRIDES = [
+    "model=fadm",
+    "data.image_size=256",
+    "coarse=fomm",
+    "coarse.allow_random_weights_for_tests=true",
+    "attributes=landmarks",
+    "~logger",
+]
+
+
+# ------------------------------------------------------------------------------------ memory
+def _rss_peak_kib() -> int | None:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    except OSError:
+        return None
+    return None
+
+
+@contextlib.contextmanager
+def peak_memory(device: torch.device) -> Iterator[dict]:
+    """``{"mib": …}`` after the block: the peak during it (None where it cannot be measured)."""
+    result: dict = {"mib": None}
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        yield result
+        torch.cuda.synchronize(device)
+        result["mib"] = torch.cuda.max_memory_allocated(device) / 2**20
+        return
+    try:  # Linux: reset the peak resident set size to the current one
+        Path("/proc/self/clear_refs").write_text("5")
+        resettable = True
+    except OSError:
+        resettable = False
+    yield result
+    peak = _rss_peak_kib()
+    if resettable and peak is not None:
+        result["mib"] = peak / 1024
+
+
+# ------------------------------------------------------------------------------------ inputs
+def benchmark_inputs(folder: Path, frames: int) -> tuple[Path, Path]:
+    """A portrait and a clip of ``frames`` 256×256 frames (the real clip when present)."""
+    from fadm_lightning.inference.media import VideoWriter, iter_frames
+
+    folder.mkdir(parents=True, exist_ok=True)
+    source, video = folder / "source.png", folder / "driving.mp4"
+    if FIXTURES.is_dir():
+        images = list(iter_frames(FIXTURES / "driving.mp4", max_frames=frames))
+        from PIL import Image
+
+        Image.open(FIXTURES / "source.png").convert("RGB").save(source)
+    else:
+        from PIL import Image
+
+        from fadm_lightning.data import synthetic
+
+        rng = np.random.default_rng(0)
+        identities = [synthetic.sample_identity(rng) for _ in range(2)]
+        pose, expression = synthetic.sample_motion(rng, frames + 1)
+        pose[:, :3] *= 0.3
+        images = list(synthetic.render_clip(identities[0], pose[1:], expression[1:], 256)[0])
+        portrait = synthetic.render_clip(identities[1], pose[:1], expression[:1], 256)[0][0]
+        Image.fromarray(portrait).save(source)
+    with VideoWriter(video, 25, crf=12) as writer:
+        for image in images:
+            writer.write(image)
+    return source, video
+
+
+def timing_model(device: torch.device):
+    """The paper's 256×256 FADM with random weights, as a ``Refiner``."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.utils import instantiate
+
+    from fadm_lightning.inference.model import Refiner
+
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        cfg = compose("train", overrides=PAPER_OVERRIDES)
+    GlobalHydra.instance().clear()
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*RANDOM WEIGHTS")
+        coarse = instantiate(cfg.coarse)
+    model = instantiate(cfg.model, coarse=coarse, attributes=instantiate(cfg.attributes))
+    model.eval().to(device)
+    return Refiner(model.pipeline, 256, "the paper's 256 config, RANDOM weights", device)
+
+
+# ------------------------------------------------------------------------------------ speed
+def speed(
+    steps: list[int],
+    frames: int = 4,
+    batch_size: int = 4,
+    device: str = "auto",
+    precisions: tuple[str, ...] = ("fp32",),
+    compile_model: bool = False,
+    commands: tuple[str, ...] = ("animate", "rectify"),
+    workdir: Path | None = None,
+    log=print,
+) -> list[dict]:
+    """One row per (command, precision, steps): frames/s and peak memory."""
+    import tempfile
+
+    from fadm_lightning.animate import AnimateOptions, animate_video
+    from fadm_lightning.inference.faces import FaceFinder
+    from fadm_lightning.inference.model import SamplerSettings, resolve_device
+    from fadm_lightning.rectify import RectifyOptions, rectify_video
+
+    device = resolve_device(device)
+    refiner = timing_model(device)
+    finder = FaceFinder()
+    rows = []
+    with tempfile.TemporaryDirectory(dir=workdir) as tmp:
+        tmp = Path(tmp)
+        source, video = benchmark_inputs(tmp, frames)
+        animate_options = AnimateOptions(progress=False, audio=False)
+        rectify_options = RectifyOptions(progress=False, audio=False)
+        runners = {
+            "animate": lambda s, out, o=animate_options: animate_video(
+                refiner, source, video, out, s, o, finder, log=lambda m: None
+            ),
+            "rectify": lambda s, out, o=rectify_options: rectify_video(
+                refiner, video, out, s, o, finder, log=lambda m: None
+            ),
+        }
+        for name in commands:
+            command = runners[name]
+            for precision in precisions:
+                if precision != "fp32" and device.type != "cuda":
+                    log(f"{name}: precision {precision} skipped on {device.type} (CUDA only)")
+                    continue
+                warm = SamplerSettings(
+                    steps=1, batch_size=batch_size, precision=precision, compile=compile_model
+                )
+                command(warm, tmp / "warmup.mp4")  # dlib models, lazy inits, compilation
+                for count in steps:
+                    settings = SamplerSettings(
+                        steps=count,
+                        eta=1.0,
+                        batch_size=batch_size,
+                        precision=precision,
+                        compile=compile_model,
+                    )
+                    with peak_memory(device) as memory:
+                        began = time.perf_counter()
+                        report = command(settings, tmp / f"{name}_{count}.mp4")
+                        if device.type == "cuda":
+                            torch.cuda.synchronize(device)
+                        seconds = time.perf_counter() - began
+                    row = {
+                        "command": name,
+                        "device": _device_name(device),
+                        "precision": precision
+                        + (" + compile" if compile_model and device.type == "cuda" else ""),
+                        "steps": count,
+                        "frames": report["frames"],
+                        "fps": report["frames"] / seconds,
+                        "s_per_frame": seconds / report["frames"],
+                        "peak_mib": memory["mib"],
+                    }
+                    log(speed_markdown([row], header=False))
+                    rows.append(row)
+    return rows
+
+
+def _device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"CPU ({torch.get_num_threads()} thread{'s' if torch.get_num_threads() > 1 else ''})"
+
+
+def speed_markdown(rows: list[dict], header: bool = True) -> str:
+    lines = (
+        [
+            "| command | device | precision | DDIM steps | frames | frames / s | s / frame | peak memory (MiB) |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
+        if header
+        else []
+    )
+    for r in rows:
+        memory = "—" if r["peak_mib"] is None else f"{r['peak_mib']:.0f}"
+        lines.append(
+            f"| {r['command']} | {r['device']} | {r['precision']} | {r['steps']} | {r['frames']} | "
+            f"{r['fps']:.3f} | {r['s_per_frame']:.2f} | {memory} |"
+        )
+    return "\n".join(lines)
+
+
+# ------------------------------------------------------------------------------------ fidelity
+def parse_setting(text: str) -> tuple[int, float, float]:
+    try:
+        steps, eta, strength = text.split(":")
+        return int(steps), float(eta), float(strength)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(f"setting {text!r} is not steps:eta:strength") from err
+
+
+def _frames_for_fidelity(ckpt: str, video: Path | None, frames: int, device: torch.device):
+    """(pipe, coarse B×3×S×S, attr_diff B×D, description) for a checkpoint."""
+    from fadm_lightning.inference.model import InferenceError, load_refiner, to_tensor
+
+    try:
+        refiner = load_refiner(ckpt, need_coarse=False, device=device)
+    except InferenceError:  # trained on the synthetic data: its own test clip, with annotations
+        from hydra.utils import instantiate
+
+        from fadm_lightning.checkpoints import load_pipeline
+        from fadm_lightning.data.annotations import collated_clip_frames
+
+        pipe, cfg = load_pipeline(ckpt, device=device)
+        datamodule = instantiate(cfg.data, num_workers=0, persistent_workers=False)
+        datamodule.prepare_data()
+        datamodule.setup("test")
+        batch = next(iter(datamodule.test_dataloader()))
+        clip, annotation = batch["video"][0][: frames + 1].to(device), batch.get("annotation")
+        annotation = collated_clip_frames(annotation, slice(0, frames + 1))
+        annotation = {k: v.to(device) for k, v in annotation.items()}
+        first = {k: v[:1] for k, v in annotation.items()}
+        rest = {k: v[1:] for k, v in annotation.items()}
+        coarse, attr_diff = pipe.prepare(clip[:1], clip[1:], first, rest)
+        size = cfg.data.image_size
+        return (
+            pipe,
+            coarse,
+            attr_diff,
+            f"frames 1–{frames} of its first test clip ({size}×{size}, synthetic)",
+        )
+    from fadm_lightning.inference.faces import FaceFinder, scan_video, video_crop
+    from fadm_lightning.inference.media import iter_frames
+
+    video = video or FIXTURES / "driving.mp4"
+    scan = scan_video(video, FaceFinder(), max_frames=frames)
+    crop = video_crop(scan.boxes, scan.frame_size, 0.1, str(video))
+    faces = [crop.cut(f, refiner.image_size) for f in iter_frames(video, frames)]
+    coarse = to_tensor(faces, device)
+    pipe = refiner.pipe
+    attr = pipe.attributes(coarse)
+    return pipe, coarse, attr[:1] - attr, f"{frames} frames of {video} (rectify: source = frame 0)"
+
+
+def fidelity(
+    ckpt: str,
+    settings: list[tuple[int, float, float]],
+    frames: int = 8,
+    video: Path | None = None,
+    seed: int = 0,
+    device: str = "auto",
+) -> tuple[list[dict], str]:
+    """Rows of L1 / PSNR of each setting (and of the coarse input) against the 100-step η = 1
+    output of the same model on the same frames, same seed."""
+    from fadm_lightning.inference.model import resolve_device
+    from fadm_lightning.metrics.image import frame_metrics
+
+    device = resolve_device(device)
+    pipe, coarse, attr_diff, description = _frames_for_fidelity(ckpt, video, frames, device)
+
+    def run(steps: int, eta: float, strength: float) -> tuple[torch.Tensor, float]:
+        began = time.perf_counter()
+        out = pipe.sample(coarse, attr_diff, steps, eta=eta, strength=strength, seed=seed)
+        return out, (time.perf_counter() - began) / coarse.shape[0]
+
+    reference, reference_seconds = run(100, 1.0, 1.0)
+    rows = []
+    candidates = [("coarse input", None)] + [
+        (f"{s}:{e:g}:{st:g}", (s, e, st)) for s, e, st in settings
+    ]
+    for name, setting in candidates:
+        output, seconds = (coarse, None) if setting is None else run(*setting)
+        metrics = frame_metrics(output.float().cpu(), reference.float().cpu())
+        rows.append(
+            {
+                "setting": name,
+                "l1": metrics["l1"].mean().item(),
+                "psnr": metrics["psnr"].mean().item(),
+                "speedup": None if seconds is None else reference_seconds / seconds,
+            }
+        )
+    return rows, description
+
+
+def fidelity_markdown(rows: list[dict]) -> str:
+    lines = [
+        "| setting (steps:η:strength) | L1 vs 100-step η=1 ↓ | PSNR vs 100-step η=1 (dB) ↑ | speed-up |",
+        "|---|---|---|---|",
+    ]
+    for r in rows:
+        speedup = "—" if r["speedup"] is None else f"{r['speedup']:.1f}×"
+        lines.append(f"| {r['setting']} | {r['l1']:.4f} | {r['psnr']:.2f} | {speedup} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--steps", type=int, nargs="+", default=[5, 10, 25, 50, 100])
+    parser.add_argument("--frames", type=int, default=4, help="frames per timed call")
+    parser.add_argument("--batch-size", type=int, default=4)
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    parser.add_argument("--precisions", nargs="+", default=["fp32"], choices=["fp32", "bf16"])
+    parser.add_argument("--compile", action="store_true", help="torch.compile the denoiser (CUDA)")
+    parser.add_argument(
+        "--commands", nargs="+", default=["animate", "rectify"], choices=["animate", "rectify"]
+    )
+    parser.add_argument("--no-speed", action="store_true", help="only the fidelity table")
+    parser.add_argument("--ckpt", default=None, help="a trained checkpoint for the fidelity table")
+    parser.add_argument(
+        "--fidelity",
+        nargs="+",
+        type=parse_setting,
+        default=[
+            (50, 1.0, 1.0),
+            (25, 1.0, 1.0),
+            (25, 0.0, 1.0),
+            (10, 0.0, 1.0),
+            (5, 0.0, 1.0),
+            (25, 0.0, 0.5),
+            (10, 0.0, 0.3),
+        ],
+    )
+    parser.add_argument("--fidelity-frames", type=int, default=8)
+    parser.add_argument(
+        "--video", type=Path, default=None, help="clip for the fidelity of a real-data checkpoint"
+    )
+    parser.add_argument("--markdown", type=Path, default=None, help="also write the tables here")
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    out = []
+    if not args.no_speed:
+        print(RANDOM_WEIGHTS_NOTE)
+        rows = speed(
+            args.steps,
+            args.frames,
+            args.batch_size,
+            args.device,
+            tuple(args.precisions),
+            args.compile,
+        )
+        out += ["## Speed (256×256, random weights: timing only)", "", speed_markdown(rows), ""]
+    if args.ckpt:
+        rows, description = fidelity(
+            args.ckpt, args.fidelity, args.fidelity_frames, args.video, device=args.device
+        )
+        out += [f"## Fidelity of {args.ckpt}: {description}", "", fidelity_markdown(rows), ""]
+    else:
+        out += [
+            "Fidelity: give a trained checkpoint with --ckpt (random weights make it meaningless)."
+        ]
+    text = "\n".join(out)
+    print(text)
+    if args.markdown:
+        args.markdown.parent.mkdir(parents=True, exist_ok=True)
+        args.markdown.write_text(text + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,116 @@
+"""What ``python -m fadm_lightning.animate`` and ``… .rectify`` share: the refiner from the
+config, the sampler settings, batch settings and the error report (a message naming the file,
+exit status 1, no traceback for the expected problems)."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from fadm_lightning.checkpoints import CheckpointError
+from fadm_lightning.data.video import VideoReadError
+from fadm_lightning.inference.faces import NoFaceFoundError
+from fadm_lightning.inference.model import InferenceError, Refiner, SamplerSettings, load_refiner
+from fadm_lightning.models.attributes.deca import CheckpointError as DECACheckpointError
+from fadm_lightning.models.attributes.landmarks import NoFaceError
+from fadm_lightning.models.coarse.facevid.checkpoint import FacevidCheckpointError
+from fadm_lightning.models.coarse.fomm.checkpoint import FOMMCheckpointError
+from fadm_lightning.models.face.dlib_face import DlibNotInstalledError
+from fadm_lightning.models.official.checkpoint import DiffusionCheckpointError
+
+#: problems reported as one message (anything else keeps its traceback)
+EXPECTED_ERRORS = (
+    VideoReadError,
+    CheckpointError,
+    InferenceError,
+    NoFaceFoundError,
+    NoFaceError,
+    FileNotFoundError,
+    DlibNotInstalledError,
+    FOMMCheckpointError,
+    FacevidCheckpointError,
+    DECACheckpointError,
+    DiffusionCheckpointError,
+)
+# settings that do not change an output (left out of the batch mode's settings key)
+NOT_SETTINGS = ("source", "driving", "video", "output", "batch", "output_dir", "progress", "device")
+
+
+def refiner_from_config(cfg: DictConfig, need_coarse: bool) -> Refiner:
+    return load_refiner(
+        ckpt=cfg.get("ckpt"),
+        release=cfg.get("model"),
+        overrides=list(cfg.get("overrides") or []),
+        coarse=cfg.get("coarse"),
+        attributes=cfg.get("attributes"),
+        need_coarse=need_coarse,
+        device=cfg.get("device", "auto"),
+    )
+
+
+def sampler_from_config(cfg: DictConfig) -> SamplerSettings:
+    return SamplerSettings(**OmegaConf.to_container(cfg.sampler, resolve=True))
+
+
+def batch_settings(cfg: DictConfig) -> dict[str, Any]:
+    """The settings that make an output what it is (the checkpoint file included)."""
+    settings = {}
+    for key in cfg:
+        if key in NOT_SETTINGS or key in ("paths", "hydra"):
+            continue
+        value = cfg[key]
+        is_node = OmegaConf.is_config(value)
+        settings[key] = OmegaConf.to_container(value, resolve=True) if is_node else value
+    ckpt = cfg.get("ckpt")
+    if ckpt is not None and Path(ckpt).is_file():
+        stat = Path(ckpt).stat()
+        settings["ckpt_file"] = [str(Path(ckpt).resolve()), stat.st_size, stat.st_mtime_ns]
+    return settings
+
+
+def unwrap(err: BaseException) -> BaseException:
+    """The expected error inside Hydra's ``InstantiationException``, if there is one."""
+    cause = err
+    while cause is not None and not isinstance(cause, EXPECTED_ERRORS):
+        cause = cause.__cause__
+    return cause if cause is not None else err
+
+
+def run_command(name: str, body: Callable[[], int]) -> int:
+    """Run ``body``; an expected error becomes ``name: error: message`` on stderr and status 1."""
+    from hydra.errors import InstantiationException
+
+    try:
+        return body()
+    except (*EXPECTED_ERRORS, InstantiationException) as err:
+        inner = unwrap(err)
+        if not isinstance(inner, EXPECTED_ERRORS):
+            raise
+        print(f"{name}: error: {inner}", file=sys.stderr)
+        return 1
+
+
+def log_to_stderr(name: str) -> Callable[[str], None]:
+    return lambda message: print(f"{name}: {message}", file=sys.stderr)
+
+
+def side_by_side_path(option: Any, output: Path) -> Path | None:
+    """``side_by_side``: false/null → none, true → ``<output stem>_side_by_side.mp4``, a path."""
+    if option is None or option is False:
+        return None
+    if option is True:
+        return output.with_name(f"{output.stem}_side_by_side.mp4")
+    return Path(str(option))
+
+
+def check_output(output: Path, *inputs: Path) -> Path:
+    if output.suffix.lower() != ".mp4":
+        raise InferenceError(f"output={output}: the output is an .mp4 file")
+    for path in inputs:
+        if path.exists() and output.exists() and output.resolve() == path.resolve():
+            raise InferenceError(f"output={output} would overwrite the input {path}")
+    return output

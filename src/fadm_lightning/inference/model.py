@@ -1,0 +1,339 @@
+"""The trained refiner behind the inference commands: a training checkpoint or the official
+release, never random weights.
+
+* :func:`load_refiner` reads a checkpoint written by ``python -m fadm_lightning.train`` (it stores
+  its own data/model/coarse/attributes configs) or builds the official release
+  (:func:`~fadm_lightning.models.official.load_official_release`), optionally with another
+  coarse generator or attribute extractor, and checks that the result can run on real videos.
+* :class:`FrameRefiner` runs the DDIM loop on batches of coarse frames of one video, with the
+  same noise for every batch (``seed``), optionally under bf16 autocast and ``torch.compile``
+  (CUDA only: on the CPU these two are ignored with a message).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from fadm_lightning.pipeline import FADMPipeline
+
+NO_MODEL_MESSAGE = (
+    "no trained model given. Set ckpt=<run dir>/checkpoints/last.ckpt (a checkpoint written by "
+    "`python -m fadm_lightning.train`), or use the published FADM files with "
+    "model=fadm_official_release (model.diffusion=…, model.deca=…, model.facevid=…; see "
+    "docs/inference.md). Nothing is run with random weights."
+)
+RELEASE_TARGET = "fadm_lightning.models.official.load_official_release"
+
+
+class InferenceError(RuntimeError):
+    """A request the inference commands cannot serve; the message says why and what to do."""
+
+
+@dataclass
+class Refiner:
+    """A ready pipeline and what the inference commands need to know about it."""
+
+    pipe: FADMPipeline
+    image_size: int  # the resolution it was trained at (frames are cropped to it)
+    name: str  # where it came from, for messages
+    device: torch.device
+
+
+def resolve_device(name: str | torch.device | None) -> torch.device:
+    """``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda"`` or ``"cuda:N"``."""
+    if name is None or str(name) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(str(name))
+    except RuntimeError as err:
+        raise InferenceError(f"device={name!r} is not a device (use auto, cpu or cuda)") from err
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise InferenceError(f"device={name} but CUDA is not available here; use device=cpu")
+    if device.type not in ("cpu", "cuda"):
+        raise InferenceError(f"device={name}: only cpu and cuda are supported")
+    return device
+
+
+def _plain(node: Mapping | DictConfig | None) -> dict | None:
+    if node is None:
+        return None
+    if isinstance(node, DictConfig):
+        return OmegaConf.to_container(node, resolve=True)
+    return dict(node)
+
+
+def _replace_or_merge(stored: DictConfig, given: dict | None) -> DictConfig:
+    """A node with ``_target_`` replaces the stored one; otherwise its keys override it."""
+    if not given:
+        return stored
+    if "_target_" in given:
+        return OmegaConf.create(given)
+    return OmegaConf.merge(stored, OmegaConf.create(given))
+
+
+def _check_real_world(attributes: Any, coarse: Any, name: str) -> None:
+    """Refuse parts that need the synthetic ground truth (``coarse=None``: not needed)."""
+    if getattr(attributes, "needs_annotations", False):
+        raise InferenceError(
+            f"{name}: its attribute extractor ({type(attributes).__name__}) reads "
+            "ground-truth annotations of the synthetic data, so it cannot run on real images. "
+            "Use a model trained with attributes=landmarks or attributes=deca (an extractor "
+            "that gives the same number of values is needed for the weights to fit)."
+        )
+    if getattr(coarse, "needs_annotations", False):
+        raise InferenceError(
+            f"{name}: its coarse generator ({type(coarse).__name__}) renders from "
+            "synthetic annotations and cannot animate real images; choose a real one, e.g. "
+            "coarse=fomm coarse.checkpoint=/weights/vox-cpk.pth.tar"
+        )
+
+
+def _load_checkpoint(
+    path: Path,
+    overrides: Sequence[str],
+    coarse: dict | None,
+    attributes: dict | None,
+    need_coarse: bool,
+    device: torch.device,
+) -> Refiner:
+    # the same reading and key checks as fadm_lightning.checkpoints.load_pipeline, which cannot
+    # replace or skip the coarse generator (rectify needs none)
+    from fadm_lightning.checkpoints import CONFIG_KEY, CheckpointError, _read
+    from fadm_lightning.models.coarse.base import CoarseGenerator
+
+    checkpoint = _read(path)
+    cfg = OmegaConf.merge(
+        OmegaConf.create(checkpoint[CONFIG_KEY]), OmegaConf.from_dotlist(list(overrides))
+    )
+    cfg.coarse = _replace_or_merge(cfg.coarse, coarse)
+    cfg.attributes = _replace_or_merge(cfg.attributes, attributes)
+    name = f"checkpoint {path}"
+
+    attribute_module = instantiate(cfg.attributes)
+    _check_real_world(attribute_module, None, name)  # before building a large coarse generator
+    coarse_module = instantiate(cfg.coarse) if need_coarse else CoarseGenerator()
+    _check_real_world(None, coarse_module, name)
+    model = instantiate(cfg.model, coarse=coarse_module, attributes=attribute_module)
+
+    own = {
+        k: v for k, v in model.state_dict().items() if not k.startswith(("coarse.", "attributes."))
+    }
+    saved = checkpoint["state_dict"]
+    missing = sorted(set(own) - set(saved))
+    unexpected = sorted(set(saved) - set(own))
+    shapes = [
+        f"{k}: checkpoint {tuple(saved[k].shape)} vs model {tuple(own[k].shape)}"
+        for k in sorted(set(own) & set(saved))
+        if saved[k].shape != own[k].shape
+    ]
+    if missing or unexpected or shapes:
+        lines = [f"{path}: the checkpoint does not fit the model built from its config"]
+        if attributes or overrides:
+            lines[0] += " and the overrides (attributes give "
+            lines[0] += f"{getattr(attribute_module, 'dim', '?')} values)"
+        for title, keys in (
+            ("missing", missing),
+            ("unexpected", unexpected),
+            ("mis-shaped", shapes),
+        ):
+            if keys:
+                lines.append(
+                    f"  {title} ({len(keys)}): "
+                    + ", ".join(keys[:10])
+                    + (" …" if len(keys) > 10 else "")
+                )
+        raise CheckpointError("\n".join(lines))
+    model.load_state_dict({**model.state_dict(), **saved})
+    if model.ema is not None and "ema" in checkpoint:
+        model.ema.load_state_dict(checkpoint["ema"])
+        model.ema.copy_to(model.trainable_parameters())
+    model.eval().to(device)
+    return Refiner(model.pipeline, int(cfg.data.image_size), name, device)
+
+
+def load_refiner(
+    ckpt: str | os.PathLike | None = None,
+    release: Mapping | DictConfig | None = None,
+    overrides: Sequence[str] = (),
+    coarse: Mapping | DictConfig | None = None,
+    attributes: Mapping | DictConfig | None = None,
+    need_coarse: bool = True,
+    device: str | torch.device = "cpu",
+) -> Refiner:
+    """The refiner of a training checkpoint or of the official release.
+
+    Args:
+        ckpt: a checkpoint written by ``python -m fadm_lightning.train``.
+        release: instead of ``ckpt``: the ``model`` config of ``model=fadm_official_release``
+            (``_target_`` = :func:`~fadm_lightning.models.official.load_official_release`).
+        overrides: dot-list overrides of the checkpoint's stored configs
+            (``["coarse.checkpoint=/weights/vox-cpk.pth.tar"]``).
+        coarse: a coarse-generator config: with ``_target_`` it replaces the stored one (e.g.
+            the composed ``conf/coarse/fomm.yaml``), without it its keys override the stored one.
+        attributes: likewise for the attribute extractor.
+        need_coarse: build the coarse generator (``rectify`` does not need one).
+        device: where the networks go.
+
+    Raises:
+        InferenceError: neither or both of ``ckpt`` / ``release`` given, or a model that needs
+            synthetic annotations.
+        CheckpointError: the checkpoint is unreadable or does not fit (the message lists keys).
+        FileNotFoundError: a file of the model (checkpoint, coarse weights, release) is missing.
+    """
+    device = resolve_device(device)
+    release = _plain(release)
+    if ckpt is None and not release:
+        raise InferenceError(NO_MODEL_MESSAGE)
+    if ckpt is not None and release:
+        raise InferenceError("give either ckpt=… or model=fadm_official_release, not both")
+    coarse, attributes = _plain(coarse), _plain(attributes)
+    if ckpt is not None:
+        return _load_checkpoint(Path(ckpt), overrides, coarse, attributes, need_coarse, device)
+
+    if release.get("_target_") != RELEASE_TARGET:
+        raise InferenceError(
+            f"model={release.get('_target_')} is a training preset: without ckpt=… its weights "
+            f"would be random. {NO_MODEL_MESSAGE}"
+        )
+    pipe = instantiate(release, device=str(device))
+    for part, given in (("coarse", coarse), ("attributes", attributes)):
+        if given:
+            if "_target_" not in given:
+                raise InferenceError(
+                    f"with the official release, change the {part} in model.* "
+                    f"(e.g. model.coarse=fomm, model.facevid_options.yaw=20) or select a whole "
+                    f"{part} config ({part}=…)"
+                )
+            setattr(pipe, part, instantiate(given).to(device))
+    name = f"the official release ({release.get('diffusion')})"
+    _check_real_world(pipe.attributes, pipe.coarse if need_coarse else None, name)
+    return Refiner(pipe, 256, name, device)
+
+
+# ------------------------------------------------------------------------------------ sampling
+@dataclass
+class SamplerSettings:
+    """How frames are refined (``sampler.*`` of ``conf/animate.yaml`` / ``conf/rectify.yaml``).
+
+    steps: DDIM steps (100 with ``eta=1`` = the official sampler).
+    eta: DDIM η (1 = ancestral, the official; 0 = deterministic).
+    strength: 1 starts from pure noise; s < 1 starts from the coarse frame noised to the
+        timestep at fraction s of the schedule and runs only those steps.
+    seed: seed of the one noise draw shared by every frame of a video.
+    batch_size: frames refined at once.
+    precision: ``fp32`` or ``bf16`` (autocast of the denoiser; CUDA only).
+    compile: ``torch.compile`` the denoiser (CUDA only).
+    """
+
+    steps: int = 100
+    eta: float = 1.0
+    strength: float = 1.0
+    seed: int = 0
+    batch_size: int = 8
+    precision: str = "fp32"
+    compile: bool = False
+
+    def __post_init__(self) -> None:
+        if self.steps < 1:
+            raise InferenceError(f"sampler.steps must be ≥ 1, got {self.steps}")
+        if not 0 <= self.eta <= 1:
+            raise InferenceError(f"sampler.eta must lie in [0, 1], got {self.eta}")
+        if not 0 < self.strength <= 1:
+            raise InferenceError(f"sampler.strength must lie in (0, 1], got {self.strength}")
+        if self.batch_size < 1:
+            raise InferenceError(f"sampler.batch_size must be ≥ 1, got {self.batch_size}")
+        if self.precision not in ("fp32", "bf16"):
+            raise InferenceError(f"sampler.precision must be fp32 or bf16, got {self.precision!r}")
+
+
+class FrameRefiner:
+    """Refine batches of coarse frames of one video (the same noise for every batch).
+
+    ``bf16`` and ``compile`` apply on CUDA only; on the CPU each is ignored and ``log`` says so
+    once. ``torch.compile`` wraps the pipeline's denoiser in place (the first batch compiles).
+    """
+
+    def __init__(
+        self,
+        pipe: FADMPipeline,
+        settings: SamplerSettings,
+        log: Callable[[str], None] = print,
+    ) -> None:
+        self.pipe, self.settings = pipe, settings
+        device = pipe.device
+        self.autocast: Callable[[], Any] = contextlib.nullcontext
+        if settings.precision == "bf16":
+            if device.type == "cuda" and torch.cuda.is_bf16_supported():
+                self.autocast = lambda: torch.autocast("cuda", dtype=torch.bfloat16)
+            else:
+                log(f"sampler.precision=bf16 ignored on {device.type}: running in fp32")
+        if settings.compile:
+            if device.type != "cuda":
+                log(f"sampler.compile=true ignored on {device.type} (CUDA only)")
+            elif not hasattr(pipe.unet, "_orig_mod"):
+                pipe.unet = torch.compile(pipe.unet)
+
+    @torch.no_grad()
+    def __call__(self, coarse: torch.Tensor, attr_diff: torch.Tensor) -> torch.Tensor:
+        # coarse: B×3×S×S in [0, 1], attr_diff: B×D -> refined B×3×S×S in [0, 1], float32
+        s = self.settings
+        with self.autocast():
+            refined = self.pipe.sample(
+                coarse,
+                attr_diff,
+                num_inference_steps=s.steps,
+                eta=s.eta,
+                strength=s.strength,
+                seed=s.seed,
+            )
+        return refined.float().clamp(0, 1)
+
+
+class AttributeStream:
+    """Attributes of the frames of one video, robust to batches without a detectable face.
+
+    The landmark extractor fills a frame without a face from the nearest frame of its batch; a
+    batch without any face takes the last attributes seen (or ``fallback`` before any), and
+    ``missing`` counts the frames so filled.
+    """
+
+    def __init__(self, extractor: torch.nn.Module, fallback: torch.Tensor) -> None:
+        self.extractor = extractor
+        self.last = fallback[-1:]  # 1×D
+        self.missing = 0
+
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        from fadm_lightning.models.attributes.landmarks import NoFaceError
+
+        try:
+            attr = self.extractor(images)
+        except NoFaceError:
+            self.missing += images.shape[0]
+            return self.last.expand(images.shape[0], -1)
+        missing = getattr(self.extractor, "last_missing", None)
+        if missing is not None:
+            self.missing += int(missing.sum())
+        self.last = attr[-1:]
+        return attr
+
+
+def to_tensor(frames: Sequence[np.ndarray], device: torch.device) -> torch.Tensor:
+    """uint8 H×W×3 frames → B×3×H×W float32 in [0, 1] on ``device``."""
+    batch = torch.from_numpy(np.stack(frames)).to(device)
+    return batch.permute(0, 3, 1, 2).float().div_(255)
+
+
+def to_uint8(images: torch.Tensor) -> np.ndarray:
+    """B×3×H×W in [0, 1] → uint8 B×H×W×3 (rounded)."""
+    images = images.detach().float().clamp(0, 1).mul(255).round().to(torch.uint8)
+    return images.permute(0, 2, 3, 1).cpu().numpy()

@@ -1,0 +1,250 @@
+"""Gather a multirun of evaluations into one comparison, laid out like the paper's Table 3.
+
+    python -m fadm_lightning.train -m model.agcn.use_appearance=true,false \\
+        model.agcn.use_motion_weighting=true,false                    # the four variants
+    python -m fadm_lightning.evaluate -m ckpt=<run 0>/checkpoints/last.ckpt,<run 1>/…
+    python -m fadm_lightning.report multirun_dir=logs/evaluate/multiruns/<time> [output=DIR]
+
+The evaluate multirun writes the report itself when it ends (``report=true``, the default).
+Each job's ``results.json`` gives one row (its refined output); the row is named after what
+varies between the jobs — the training overrides of its checkpoint (read from the training
+run's ``.hydra/overrides.yaml``) and the evaluation overrides — using the paper's names for the
+AGCN ablations ("w/o color condition", "w/o motion condition"). The coarse generator's row comes
+first (once when it is the same in every job). Output: ``report.md`` and ``report.csv`` in the
+multirun folder (or ``output``).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig, OmegaConf
+
+log = logging.getLogger(__name__)
+
+# AGCN switches of Table 3: override key → what the paper calls the variant without it
+PAPER_ABLATIONS = {
+    "model.agcn.use_appearance": "color",
+    "model.agcn.use_motion_weighting": "motion",
+}
+# evaluation overrides that do not change what is measured
+_EVAL_INFRASTRUCTURE = (
+    "ckpt=",
+    "extra_ckpts",
+    "hydra.",
+    "device",
+    "batch_size",
+    "num_workers",
+    "num_threads",
+    "report",
+    "logger",
+    "videos.",
+    "paths.",
+    "max_items",
+)
+_DIGITS = {"l1": 4, "lpips": 4, "psnr": 2, "ssim": 4, "akd": 3, "aed": 4, "csim": 4, "fid": 2}
+
+
+def _is_false(value: str) -> bool:
+    return value.strip().lower() in ("false", "0", "no", "off")
+
+
+def _overrides(path: Path, skip: tuple[str, ...]) -> dict[str, str]:
+    if not path.is_file():
+        return {}
+    out = {}
+    for item in OmegaConf.load(path):
+        text = str(item).lstrip("+~")
+        if "=" not in text or text.startswith(skip):
+            continue
+        key, value = text.split("=", 1)
+        out[key] = value
+    return out
+
+
+def job_variant(job_dir: Path, results: dict[str, Any]) -> dict[str, str]:
+    """Training overrides of the job's checkpoint plus the job's own evaluation overrides."""
+    from fadm_lightning.evaluate import TRAINING_INFRASTRUCTURE
+
+    variant: dict[str, str] = {}
+    model = Path(str(results.get("settings", {}).get("model", "")))
+    if model.suffix == ".ckpt":
+        train_overrides = model.parent.parent / ".hydra" / "overrides.yaml"
+        variant.update(_overrides(train_overrides, TRAINING_INFRASTRUCTURE))
+    variant.update(_overrides(job_dir / ".hydra" / "overrides.yaml", _EVAL_INFRASTRUCTURE))
+    return variant
+
+
+def variant_name(variant: dict[str, str], varying: list[str]) -> str:
+    """The paper's name for an AGCN ablation, else ``key=value`` of what varies."""
+    paper_keys = [k for k in varying if k in PAPER_ABLATIONS]
+    if paper_keys:
+        removed = [PAPER_ABLATIONS[k] for k in paper_keys if _is_false(variant.get(k, "true"))]
+        name = f"w/o {' and '.join(removed)} condition" if removed else "full model"
+        rest = [f"{k}={variant.get(k, '')}" for k in varying if k not in PAPER_ABLATIONS]
+        return name + (f" ({', '.join(rest)})" if rest else "")
+    if varying:
+        return ", ".join(f"{k}={variant.get(k, '')}" for k in varying)
+    return "refined"
+
+
+def _format(key: str, value: float | None, available: bool) -> str:
+    if not available:
+        return "unavailable"
+    if value is None:
+        return "—"
+    return f"{value:.{_DIGITS.get(key, 4)}f}"
+
+
+def find_jobs(multirun_dir: Path) -> list[tuple[Path, dict[str, Any]]]:
+    jobs = []
+    for path in sorted(multirun_dir.glob("**/results.json")):
+        jobs.append((path.parent, json.loads(path.read_text())))
+
+    def order(job):
+        name = job[0].relative_to(multirun_dir).as_posix()
+        return (0, int(name)) if name.isdigit() else (1, name)
+
+    return sorted(jobs, key=order)
+
+
+def _protocol_table(
+    protocol: str, group: list[tuple[Path, dict[str, Any]]], multirun_dir: Path
+) -> tuple[list[str], list[list[str]]]:
+    """Markdown lines and CSV rows of the jobs of one protocol."""
+    md_lines: list[str] = []
+    csv_rows: list[list[str]] = []
+    variants = [job_variant(d, r) for d, r in group]
+    keys = sorted({k for v in variants for k in v})
+    varying = [k for k in keys if len({v.get(k) for v in variants}) > 1]
+    columns = group[0][1]["columns"]
+    metric_keys = [c["key"] for c in columns]
+    available = {c["key"]: c["available"] for c in columns}
+    for _, results in group[1:]:
+        for c in results["columns"]:
+            available[c["key"]] = available.get(c["key"], False) and c["available"]
+
+    def values(row: dict[str, Any]) -> list[str]:
+        return [_format(k, row["values"].get(k), available.get(k, False)) for k in metric_keys]
+
+    def raw(row: dict[str, Any]) -> list[str]:
+        return [
+            "unavailable"
+            if not available.get(k, False)
+            else ("" if row["values"].get(k) is None else f"{row['values'][k]:.6g}")
+            for k in metric_keys
+        ]
+
+    table: list[list[str]] = []
+    csv_table: list[list[str]] = []
+    coarse_rows = [next(r for r in res["rows"] if r["method"] == "coarse") for _, res in group]
+    same_coarse = all(r["values"] == coarse_rows[0]["values"] for r in coarse_rows)
+
+    def add(name: str, variant: dict[str, str], row: dict[str, Any]) -> None:
+        head = [name, *(variant.get(k, "") for k in varying), str(row["frames"])]
+        table.append([*head, *values(row)])
+        csv_table.append([*head, *raw(row)])
+
+    if same_coarse:
+        add("coarse generator", {}, coarse_rows[0])
+    for (_, results), variant, coarse in zip(group, variants, coarse_rows, strict=True):
+        name = variant_name(variant, varying)
+        if not same_coarse:
+            add(f"coarse ({name})", variant, coarse)
+        add(name, variant, next(r for r in results["rows"] if r["method"] == "refined"))
+
+    headers = [
+        "variant",
+        *varying,
+        "frames",
+        *(f"{c['label']} {'↑' if c['higher_is_better'] else '↓'}" for c in columns),
+    ]
+    md_lines += [f"# Ablation (paper Table 3) — {group[0][1]['title']}", ""]
+    md_lines.append("| " + " | ".join(headers) + " |")
+    md_lines.append("|" + "---|" * len(headers))
+    md_lines += ["| " + " | ".join(row) + " |" for row in table]
+    md_lines += ["", "Notes:"]
+    md_lines += [
+        f"- job {d.relative_to(multirun_dir).as_posix()}: {r['settings'].get('model')}"
+        for d, r in group
+    ]
+    md_lines += [
+        f"- {n}"
+        for n in group[0][1]["notes"]
+        if not n.startswith(("model:", "s/frame")) and "frames with a face" not in n
+    ]
+    md_lines.append(
+        "- face metrics: per-job frame counts in each job's table.md; —: no frame scored"
+    )
+    md_lines.append("")
+    csv_rows.append(["protocol", *headers[: -len(columns)], *(c["label"] for c in columns)])
+    csv_rows += [[protocol, *row] for row in csv_table]
+    return md_lines, csv_rows
+
+
+def gather(multirun_dir: str | Path, output: str | Path | None = None) -> dict[str, Any]:
+    """Write ``report.md`` / ``report.csv`` for the evaluation jobs under ``multirun_dir``."""
+    multirun_dir = Path(multirun_dir)
+    jobs = find_jobs(multirun_dir)
+    if not jobs:
+        raise FileNotFoundError(
+            f"no evaluation results (*/results.json) under {multirun_dir}; run "
+            "`python -m fadm_lightning.evaluate -m ckpt=…,…` first"
+        )
+    out_dir = Path(output) if output else multirun_dir
+    out_dir.mkdir(parents=True, exist_ok=True)
+    md_lines: list[str] = []
+    csv_rows: list[list[str]] = []
+    by_protocol: dict[str, list[tuple[Path, dict[str, Any]]]] = {}
+    for job in jobs:
+        by_protocol.setdefault(job[1]["protocol"], []).append(job)
+
+    for protocol, group in by_protocol.items():
+        lines, rows = _protocol_table(protocol, group, multirun_dir)
+        md_lines += lines
+        csv_rows += rows
+
+    md = out_dir / "report.md"
+    md.write_text("\n".join(md_lines))
+    path_csv = out_dir / "report.csv"
+    with path_csv.open("w", newline="") as f:
+        csv.writer(f, lineterminator="\n").writerows(csv_rows)
+    return {"markdown": md, "csv": path_csv, "jobs": [str(d) for d, _ in jobs]}
+
+
+class ReportCallback(Callback):
+    """Hydra callback: at the end of an evaluate multirun, gather its jobs (``report=true``)."""
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        if not config.get("report", True):
+            return
+        sweep_dir = Path(config.hydra.sweep.dir)
+        if not any(sweep_dir.glob("**/results.json")):
+            log.warning("no evaluation results under %s: no report written", sweep_dir)
+            return
+        paths = gather(sweep_dir)
+        print(paths["markdown"].read_text(), flush=True)
+        print(f"Report: {paths['markdown']} and {paths['csv']}", flush=True)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = dict(a.split("=", 1) for a in (sys.argv[1:] if argv is None else argv) if "=" in a)
+    unknown = sorted(set(args) - {"multirun_dir", "output"})
+    if "multirun_dir" not in args or unknown:
+        raise SystemExit(
+            "usage: python -m fadm_lightning.report multirun_dir=<evaluate multirun folder> "
+            "[output=<folder>]" + (f" (unknown: {unknown})" if unknown else "")
+        )
+    paths = gather(args["multirun_dir"], args.get("output"))
+    print(paths["markdown"].read_text())
+    print(f"Report: {paths['markdown']} and {paths['csv']}")
+
+
+if __name__ == "__main__":
+    main()
