@@ -34,6 +34,7 @@ import hydra
 import numpy as np
 import torch
 from omegaconf import DictConfig
+from tqdm.auto import tqdm
 
 from fadm_lightning.data.video import read_image
 from fadm_lightning.inference import batch as batch_mode
@@ -56,6 +57,7 @@ from fadm_lightning.inference.model import (
     to_tensor,
     to_uint8,
 )
+from fadm_lightning.models.attributes.landmarks import NoFaceError
 
 CONFIG_DIR = str(Path(__file__).resolve().parents[2] / "conf")
 NAME = "animate"
@@ -215,8 +217,6 @@ def animate_video(
     # 2. the portrait's attributes and the reference frame
     attributes_from = options.attributes_from or pipe.attributes_from
     source_t = to_tensor([source_face], device)  # 1×3×S×S
-    from fadm_lightning.models.attributes.landmarks import NoFaceError
-
     try:
         attr_source = pipe.attributes(source_t)  # 1×D
     except NoFaceError as err:
@@ -233,8 +233,6 @@ def animate_video(
     frames_total = scan.num_frames if scan is not None else info.num_frames
     if options.max_frames and frames_total:
         frames_total = min(frames_total, options.max_frames)
-    from tqdm.auto import tqdm
-
     bar = tqdm(total=frames_total, desc=NAME, unit="frame", disable=not options.progress)
     try:
         with motion_mode(pipe.coarse, options.mode, options.adapt_scale, initial), torch.no_grad():

@@ -8,7 +8,8 @@ Hydra, ``conf/rectify.yaml`` (``docs/inference.md``). The video itself is the co
 1. its face is cut like a training clip (one square for all frames; ``crop.video=none`` for a
    video that is a face crop) and resized to the model's resolution;
 2. the source of the attribute difference attr_s − attr_d (eq. 9) is frame ``source_frame``
-   (the first by default), attr_d comes from each frame;
+   (the first by default) or, with ``source=IMAGE``, the portrait the animator was given
+   (cropped like a training portrait); attr_d comes from each frame;
 3. FADM refines the frames in batches with one noise draw for the whole video (``sampler.*``;
    ``sampler.strength < 1`` keeps more of the input);
 4. the refined frames — pasted back into the original frames with ``paste_back=true`` — are
@@ -29,13 +30,16 @@ import hydra
 import numpy as np
 import torch
 from omegaconf import DictConfig
+from tqdm.auto import tqdm
 
+from fadm_lightning.data.video import read_image
 from fadm_lightning.inference import batch as batch_mode
 from fadm_lightning.inference import cli
 from fadm_lightning.inference.faces import (
     FaceFinder,
     NoFaceFoundError,
     center_crop,
+    image_crop,
     scan_video,
     video_crop,
 )
@@ -49,6 +53,7 @@ from fadm_lightning.inference.model import (
     to_tensor,
     to_uint8,
 )
+from fadm_lightning.models.attributes.landmarks import NoFaceError
 
 CONFIG_DIR = str(Path(__file__).resolve().parents[2] / "conf")
 NAME = "rectify"
@@ -59,8 +64,11 @@ class RectifyOptions:
     """Everything but the model and the sampler (``conf/rectify.yaml`` documents each)."""
 
     source_frame: int = 0
+    source: str | os.PathLike | None = None  # the animator's source image instead of a frame
     video_crop: str = "auto"  # auto | none
+    source_crop: str = "auto"  # auto | none (for ``source``)
     increase: float = 0.1
+    image_increase: float = 0.36
     detector_max_side: int = 640
     paste_back: bool = False
     feather: float = 0.1
@@ -71,8 +79,9 @@ class RectifyOptions:
     progress: bool = True
 
     def __post_init__(self) -> None:
-        if self.video_crop not in ("auto", "none"):
-            raise InferenceError(f"crop.video must be auto or none, got {self.video_crop!r}")
+        for key in ("video_crop", "source_crop"):
+            if getattr(self, key) not in ("auto", "none"):
+                raise InferenceError(f"crop.{key.split('_')[0]} must be auto or none")
         if self.source_frame < 0:
             raise InferenceError(f"source_frame must be ≥ 0, got {self.source_frame}")
         if self.max_frames is not None and self.max_frames < 1:
@@ -112,20 +121,28 @@ def rectify_video(
         first = read_frame(video, 0)
         crop = center_crop((first.shape[1], first.shape[0]))
         frames_total = min(filter(None, (info.num_frames, options.max_frames)), default=None)
-    if options.max_frames is not None and options.source_frame >= options.max_frames:
-        raise InferenceError(
-            f"source_frame={options.source_frame} is not among the first max_frames="
-            f"{options.max_frames} frames"
-        )
-    source_t = to_tensor([crop.cut(read_frame(video, options.source_frame), size)], device)
-    from fadm_lightning.models.attributes.landmarks import NoFaceError
-
+    if options.source is not None:  # the animator's source portrait
+        image = read_image(options.source)
+        if options.source_crop == "auto":
+            finder = finder or FaceFinder(max_side=options.detector_max_side)
+            source_crop = image_crop(image, finder, options.image_increase, str(options.source))[0]
+        else:
+            source_crop = center_crop((image.shape[1], image.shape[0]))
+        source_face, source_name = source_crop.cut(image, size), str(options.source)
+    else:
+        if options.max_frames is not None and options.source_frame >= options.max_frames:
+            raise InferenceError(
+                f"source_frame={options.source_frame} is not among the first max_frames="
+                f"{options.max_frames} frames"
+            )
+        source_face = crop.cut(read_frame(video, options.source_frame), size)
+        source_name = f"{video}: frame {options.source_frame}"
     try:
-        attr_source = pipe.attributes(source_t)  # 1×D
+        attr_source = pipe.attributes(to_tensor([source_face], device))  # 1×D
     except NoFaceError as err:
         raise NoFaceFoundError(
-            f"{video}: no face in frame {options.source_frame}, the source of the attribute "
-            f"difference ({err}); choose another source_frame"
+            f"{source_name}: no face in the source of the attribute difference ({err}); "
+            "choose another source_frame or source image"
         ) from err
     attributes = AttributeStream(pipe.attributes, attr_source)
     refine = FrameRefiner(pipe, sampler, log)
@@ -135,8 +152,6 @@ def rectify_video(
     audio_from = video if options.audio else None
     writer = VideoWriter(output, info.fps, audio_from, options.crf)
     side = VideoWriter(side_path, info.fps, audio_from, options.crf) if side_path else None
-    from tqdm.auto import tqdm
-
     bar = tqdm(total=frames_total, desc=NAME, unit="frame", disable=not options.progress)
     try:
         with torch.no_grad():
@@ -176,8 +191,11 @@ def rectify_video(
 def options_from_config(cfg: DictConfig) -> RectifyOptions:
     return RectifyOptions(
         source_frame=int(cfg.source_frame),
+        source=cfg.get("source"),
         video_crop=str(cfg.crop.video),
+        source_crop=str(cfg.crop.source),
         increase=float(cfg.crop.increase),
+        image_increase=float(cfg.crop.image_increase),
         detector_max_side=int(cfg.crop.detector_max_side),
         paste_back=bool(cfg.paste_back),
         feather=float(cfg.feather),

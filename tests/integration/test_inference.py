@@ -21,6 +21,7 @@ import torch
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.utils import instantiate
+from omegaconf import OmegaConf
 from PIL import Image
 
 from fadm_lightning.checkpoints import CONFIG_KEY, config_for_checkpoint
@@ -290,9 +291,12 @@ def test_same_seed_same_video_whatever_the_batches(ckpt, clip_pcm, workdir):
     assert np.abs(a.astype(int) - d).mean() > 5
 
 
-def test_bf16_and_compile_are_ignored_on_cpu_with_a_message(ckpt, clip_pcm, workdir, capsys):
+def test_bf16_and_compile_are_ignored_on_cpu_with_a_message(
+    ckpt, clip_pcm, portrait, workdir, capsys
+):
     out = workdir / "bf16.mp4"
-    extra = ["sampler.precision=bf16", "sampler.compile=true", "max_frames=1"]
+    # (and attr_s from the animator's source portrait instead of the first frame)
+    extra = ["sampler.precision=bf16", "sampler.compile=true", "max_frames=1", f"source={portrait}"]
     assert (
         run_app("rectify", [f"video={clip_pcm}", f"ckpt={ckpt}", f"output={out}", *FAST, *extra])
         == 0
@@ -326,7 +330,7 @@ def test_bad_inputs_give_clear_errors_and_leave_no_output(
     faceless_clip = write_video(bad / "faceless.mp4", np.full((3, 128, 128, 3), 40, np.uint8))
     misfit = bad / "misfit.ckpt"  # weights of another model under the tiny model's config
     other = torch.load(
-        save_checkpoint(misfit, [*TINY_256, "model.unet.block_out_channels=[4,8,8,4]"])
+        save_checkpoint(misfit, [*TINY_256, "model.unet.block_out_channels=[8,8,8,8]"])
     )
     other[CONFIG_KEY] = torch.load(ckpt)[CONFIG_KEY]
     torch.save(other, misfit)
@@ -359,6 +363,17 @@ def test_bad_inputs_give_clear_errors_and_leave_no_output(
         ("rectify", [f"video={clip_aac}", f"ckpt={misfit}"], "does not fit"),
         ("rectify", [f"video={clip_aac}", f"ckpt={synthetic_ckpt}"], "ground-truth annotations"),
         ("rectify", [f"video={clip_aac}"], "no trained model given"),
+        (
+            "animate",
+            [
+                f"source={portrait}",
+                f"driving={clip_aac}",
+                f"ckpt={ckpt}",
+                "coarse=fomm",
+                "coarse.checkpoint=/absent/vox-cpk.pth.tar",
+            ],
+            "/absent/vox-cpk.pth.tar",
+        ),
         (
             "animate",
             [f"source={portrait}", f"driving={clip_aac}", "model=fadm_official_release"],
@@ -518,3 +533,85 @@ def test_docs_describe_every_option():
         for key in cfg:
             if key not in ("paths", "task_name"):
                 assert f"`{key}" in text, f"docs/inference.md does not mention {app} option {key}"
+
+
+def test_official_release_animates_with_face_vid2vid_in_relative_mode(workdir, monkeypatch):
+    """The release path (model=fadm_official_release) with tiny stand-ins of its files."""
+    from fadm_lightning.animate import AnimateOptions, animate_video
+    from fadm_lightning.inference.model import SamplerSettings, load_refiner
+    from fadm_lightning.models.coarse.facevid import FacevidCoarseGenerator
+    from fadm_lightning.models.coarse.facevid.checkpoint import save_facevid_checkpoint
+    from fadm_lightning.models.official import (
+        OfficialFADMDenoiser,
+        release,
+        save_diffusion_checkpoint,
+    )
+
+    class PixelDECA(torch.nn.Module):  # DECA's interface without its 100 MB ResNet-50
+        dim, needs_annotations = 56, False
+
+        def __init__(self, checkpoint):
+            super().__init__()
+
+        def forward(self, images, annotation=None):
+            return images.mean(dim=(2, 3)).repeat(1, 19)[:, :56]
+
+    folder = workdir / "release"
+    folder.mkdir()
+    facevid_options = dict(
+        num_kp=5, kp_block_expansion=4, kp_max_features=16, kp_reshape_channel=64, kp_reshape_depth=4,
+        kp_num_blocks=2, he_block_expansion=8, he_max_features=64, block_expansion=8, max_features=32,
+        reshape_channel=8, reshape_depth=4, num_resblocks=1, dense_motion_block_expansion=8,
+        dense_motion_max_features=32, dense_motion_num_blocks=2, dense_motion_compress=2,
+    )  # fmt: skip
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*RANDOM WEIGHTS")
+        facevid = FacevidCoarseGenerator(
+            None, allow_random_weights_for_tests=True, **facevid_options
+        )
+    save_facevid_checkpoint(
+        folder / "Facevid.pth", facevid.kp_detector, facevid.he_estimator, facevid.generator
+    )
+    denoiser_options = dict(
+        image_size=64,
+        inner_channel=8,
+        channel_mults=(1, 2),
+        attn_res=(32,),
+        res_blocks=1,
+        norm_groups=4,
+    )
+    save_diffusion_checkpoint(folder / "diffusion.pth", OfficialFADMDenoiser(**denoiser_options))
+    (folder / "deca_model.tar").write_bytes(b"")
+    monkeypatch.setattr(release, "DECAAttributes", PixelDECA)
+    cfg = _compose(
+        "animate",
+        [
+            "model=fadm_official_release",
+            f"model.diffusion={folder / 'diffusion.pth'}",
+            f"model.deca={folder / 'deca_model.tar'}",
+            f"model.facevid={folder / 'Facevid.pth'}",
+        ],
+    )
+    model = OmegaConf.to_container(cfg.model, resolve=True)  # + the tiny sizes
+    model["facevid_options"].update(facevid_options)
+    model["denoiser_options"] = denoiser_options
+    refiner = load_refiner(release=model, device="cpu")
+    assert refiner.image_size == 64 and refiner.pipe.attributes_from == "coarse"
+    clip = write_video(folder / "clip.mp4", render_faces(3, seed=5, size=64), 25)
+    still = folder / "still.png"
+    Image.fromarray(render_faces(1, seed=6, size=64)[0]).save(still)
+    options = AnimateOptions(
+        progress=False, best_frame=1, source_crop="none", driving_crop="none", side_by_side=True
+    )
+    report = animate_video(
+        refiner,
+        still,
+        clip,
+        folder / "out.mp4",
+        SamplerSettings(steps=2, batch_size=2),
+        options,
+        log=print,
+    )
+    assert report["frames"] == 3 and report["best_frame"] == 1
+    assert refiner.pipe.coarse.mode == "absolute"  # restored after the relative run
+    assert probe_video(folder / "out_side_by_side.mp4").width == 4 * 64

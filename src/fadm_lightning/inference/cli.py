@@ -37,7 +37,7 @@ EXPECTED_ERRORS = (
     DiffusionCheckpointError,
 )
 # settings that do not change an output (left out of the batch mode's settings key)
-NOT_SETTINGS = ("source", "driving", "video", "output", "batch", "output_dir", "progress", "device")
+NOT_SETTINGS = ("output", "batch", "output_dir", "progress", "device")
 
 
 def refiner_from_config(cfg: DictConfig, need_coarse: bool) -> Refiner:

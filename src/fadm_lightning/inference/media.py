@@ -24,8 +24,11 @@ import numpy as np
 
 from fadm_lightning.data.video import VideoReadError
 
-# audio codecs the mp4 muxer takes as they are (anything else is re-encoded to AAC)
-MP4_AUDIO_CODECS = frozenset({"aac", "mp3", "ac3", "eac3", "alac"})
+# audio codecs the mp4 muxer takes as they are (anything else is re-encoded to AAC), by FFmpeg's
+# decoder names (the float/fixed-point decoders of one codec included)
+MP4_AUDIO_CODECS = frozenset(
+    {"aac", "aac_fixed", "mp3", "mp3float", "ac3", "ac3_fixed", "eac3", "alac"}
+)
 DEFAULT_FPS = Fraction(25)
 
 

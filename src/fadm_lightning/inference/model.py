@@ -217,7 +217,7 @@ def load_refiner(
             setattr(pipe, part, instantiate(given).to(device))
     name = f"the official release ({release.get('diffusion')})"
     _check_real_world(pipe.attributes, pipe.coarse if need_coarse else None, name)
-    return Refiner(pipe, 256, name, device)
+    return Refiner(pipe, int(getattr(pipe.unet, "image_size", 256)), name, device)
 
 
 # ------------------------------------------------------------------------------------ sampling
