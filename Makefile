@@ -16,7 +16,6 @@ help: ## list the targets
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PIP) install --upgrade pip
 	$(PIP) install $(TORCH_SPEC)
 	$(PIP) install -e ".[dev]"
 	touch $@

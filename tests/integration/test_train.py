@@ -210,7 +210,7 @@ def test_multirun_sweep_runs_jobs_in_separate_folders(tmp_path, shared_cache):
 def test_two_process_cpu_ddp_run_completes(tmp_path, shared_cache):
     run_dir = tmp_path / "ddp"
     proc = _cli(
-        ["trainer=ddp_cpu", "++trainer.max_steps=2", f"hydra.run.dir={run_dir}"],
+        ["trainer=ddp_cpu", "++trainer.max_steps=2", "trainer.max_epochs=4", f"hydra.run.dir={run_dir}"],
         tmp_path,
         shared_cache,
         timeout=900,

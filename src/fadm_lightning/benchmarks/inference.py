@@ -4,7 +4,9 @@
         [--batch-size 4] [--device auto] [--threads N] [--precisions fp32 bf16] [--compile]
         [--ckpt CKPT --fidelity 25:0:1 10:0:1 25:0:0.5 …] [--markdown FILE]
 
-**Speed** — frames per second and peak memory of ``animate`` and ``rectify`` end to end
+**Speed** — frames per second (wall clock), CPU seconds per frame of this process (a fairer
+figure on a shared machine; on a GPU it is the host's share), the 1-minute load average at the
+start, and peak memory of ``animate`` and ``rectify`` end to end
 (decoding, face crop, coarse generator, attributes, DDIM refinement, encoding; the model loading
 and a warm-up call excluded) at 256×256 for each step count. The model is built from the paper's
 256×256 configuration (``model=fadm``: the UNet of the official capacity, 144 M parameters; a
@@ -26,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import time
 import warnings
 from collections.abc import Iterator
@@ -188,12 +191,14 @@ def speed(
                         precision=precision,
                         compile=compile_model,
                     )
+                    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
                     with peak_memory(device) as memory:
-                        began = time.perf_counter()
+                        began, cpu_began = time.perf_counter(), time.process_time()
                         report = command(settings, tmp / f"{name}_{count}.mp4")
                         if device.type == "cuda":
                             torch.cuda.synchronize(device)
                         seconds = time.perf_counter() - began
+                        cpu_seconds = time.process_time() - cpu_began
                     row = {
                         "command": name,
                         "device": _device_name(device),
@@ -203,6 +208,8 @@ def speed(
                         "frames": report["frames"],
                         "fps": report["frames"] / seconds,
                         "s_per_frame": seconds / report["frames"],
+                        "cpu_s_per_frame": cpu_seconds / report["frames"],
+                        "load": load,
                         "peak_mib": memory["mib"],
                     }
                     log(speed_markdown([row], header=False))
@@ -219,17 +226,20 @@ def _device_name(device: torch.device) -> str:
 def speed_markdown(rows: list[dict], header: bool = True) -> str:
     lines = (
         [
-            "| command | device | precision | DDIM steps | frames | frames / s | s / frame | peak memory (MiB) |",
-            "|---|---|---|---|---|---|---|---|",
+            "| command | device | precision | DDIM steps | frames | frames / s | s / frame (wall) "
+            "| CPU s / frame | load avg | peak memory (MiB) |",
+            "|---|---|---|---|---|---|---|---|---|---|",
         ]
         if header
         else []
     )
     for r in rows:
         memory = "—" if r["peak_mib"] is None else f"{r['peak_mib']:.0f}"
+        load = "—" if r.get("load") is None else f"{r['load']:.1f}"
         lines.append(
             f"| {r['command']} | {r['device']} | {r['precision']} | {r['steps']} | {r['frames']} | "
-            f"{r['fps']:.3f} | {r['s_per_frame']:.2f} | {memory} |"
+            f"{r['fps']:.3f} | {r['s_per_frame']:.2f} | {r['cpu_s_per_frame']:.2f} | {load} | "
+            f"{memory} |"
         )
     return "\n".join(lines)
 
