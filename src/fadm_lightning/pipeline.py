@@ -64,7 +64,9 @@ def _expand_annotation(annotation: Annotation, batch: int) -> Annotation:
     return {k: _expand(v, batch) for k, v in annotation.items()}
 
 
-def _clipped_epsilon(scheduler: DDIMScheduler, x: torch.Tensor, eps: torch.Tensor, t) -> torch.Tensor:
+def _clipped_epsilon(
+    scheduler: DDIMScheduler, x: torch.Tensor, eps: torch.Tensor, t
+) -> torch.Tensor:
     """ε consistent with x̂_0 = clamp((x_t − √(1−ᾱ_t)·ε̂)/√ᾱ_t, 0, 1)."""
     abar = scheduler.alphas_cumprod.to(x.device)[int(t)].to(x.dtype)
     x0 = ((x - (1 - abar).sqrt() * eps) / abar.sqrt()).clamp(0, 1)

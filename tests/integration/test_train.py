@@ -22,7 +22,9 @@ EXPERIMENTS = sorted(p.stem for p in (Path(CONFIG_DIR) / "experiment").glob("*.y
 MODELS = sorted(
     p.stem
     for p in (Path(CONFIG_DIR) / "model").glob("*.yaml")
-    if OmegaConf.load(p).get("_target_", "fadm_lightning.lit_module.FADMLitModule").endswith("FADMLitModule")
+    if OmegaConf.load(p)
+    .get("_target_", "fadm_lightning.lit_module.FADMLitModule")
+    .endswith("FADMLitModule")
     and "official_release" not in p.stem
 )
 RUNNABLE_ON_SYNTHETIC = ["synthetic_quality"]
@@ -210,7 +212,12 @@ def test_multirun_sweep_runs_jobs_in_separate_folders(tmp_path, shared_cache):
 def test_two_process_cpu_ddp_run_completes(tmp_path, shared_cache):
     run_dir = tmp_path / "ddp"
     proc = _cli(
-        ["trainer=ddp_cpu", "++trainer.max_steps=2", "trainer.max_epochs=4", f"hydra.run.dir={run_dir}"],
+        [
+            "trainer=ddp_cpu",
+            "++trainer.max_steps=2",
+            "trainer.max_epochs=4",
+            f"hydra.run.dir={run_dir}",
+        ],
         tmp_path,
         shared_cache,
         timeout=900,

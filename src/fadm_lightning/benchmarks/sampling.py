@@ -31,7 +31,9 @@ def parse_setting(text: str) -> tuple[int, float, float, bool]:
         clip = len(parts) == 4 and parts[3] == "clip"
         return int(parts[0]), float(parts[1]), float(parts[2]), clip
     except (ValueError, IndexError) as err:
-        raise argparse.ArgumentTypeError(f"setting {text!r} is not steps:eta:strength[:clip]") from err
+        raise argparse.ArgumentTypeError(
+            f"setting {text!r} is not steps:eta:strength[:clip]"
+        ) from err
 
 
 def evaluate(
