@@ -223,7 +223,7 @@ def animate_video(
         raise NoFaceFoundError(f"{source}: no face in the cropped portrait ({err})") from err
     attributes = AttributeStream(pipe.attributes, attr_source)
     initial = to_tensor([crop.cut(read_frame(driving, best), size)], device) if relative else None
-    refine = FrameRefiner(pipe, sampler, log)
+    refine = FrameRefiner(pipe, sampler, log, refiner.sampler_defaults)
 
     # 3. animate and refine batch by batch, streaming into the outputs
     side_path = cli.side_by_side_path(options.side_by_side, output)
@@ -269,6 +269,7 @@ def animate_video(
         "frames": writer.num_frames,
         "fps": float(info.fps),
         "audio": writer.audio_note or "none",
+        "sampler": refine.settings.describe(),
         "best_frame": best if relative else None,
         "side_by_side": str(side_path) if side_path else None,
         "frames_without_face": attributes.missing,
@@ -301,7 +302,7 @@ def options_from_config(cfg: DictConfig) -> AnimateOptions:
 def _describe(report: dict[str, Any]) -> str:
     line = (
         f"wrote {report['output']}: {report['frames']} frames at {report['fps']:g} fps, "
-        f"audio: {report['audio']}, {report['seconds']} s"
+        f"audio: {report['audio']}, {report['seconds']} s ({report['sampler']})"
     )
     if report.get("best_frame") is not None:
         line += f", reference frame {report['best_frame']}"

@@ -145,7 +145,7 @@ def rectify_video(
             "choose another source_frame or source image"
         ) from err
     attributes = AttributeStream(pipe.attributes, attr_source)
-    refine = FrameRefiner(pipe, sampler, log)
+    refine = FrameRefiner(pipe, sampler, log, refiner.sampler_defaults)
 
     # 2. refine batch by batch, streaming into the outputs
     side_path = cli.side_by_side_path(options.side_by_side, output)
@@ -182,6 +182,7 @@ def rectify_video(
         "frames": writer.num_frames,
         "fps": float(info.fps),
         "audio": writer.audio_note or "none",
+        "sampler": refine.settings.describe(),
         "side_by_side": str(side_path) if side_path else None,
         "frames_without_face": attributes.missing,
         "seconds": round(time.perf_counter() - began, 2),
@@ -226,7 +227,7 @@ def run(cfg: DictConfig) -> int:
         report = rectify_video(refiner, video, output, sampler, options, log=log)
         line = (
             f"wrote {report['output']}: {report['frames']} frames at {report['fps']:g} fps, "
-            f"audio: {report['audio']}, {report['seconds']} s"
+            f"audio: {report['audio']}, {report['seconds']} s ({report['sampler']})"
         )
         if report["frames_without_face"]:
             line += f", {report['frames_without_face']} frame(s) without a detectable face"

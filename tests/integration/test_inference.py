@@ -56,7 +56,15 @@ TINY_256 = [
     "attributes=landmarks",
     "~logger",
 ]
-FAST = ["sampler.steps=1", "sampler.batch_size=3", "progress=false", "device=cpu"]
+# one DDIM step from pure noise (the tiny checkpoint would otherwise use its validation sampler)
+FAST = [
+    "sampler.steps=1",
+    "sampler.eta=1",
+    "sampler.strength=1",
+    "sampler.batch_size=3",
+    "progress=false",
+    "device=cpu",
+]
 
 
 # ------------------------------------------------------------------------------ helpers
@@ -269,7 +277,7 @@ def test_grayscale_portrait_and_strength(ckpt, clip_pcm, workdir):
             f"output={out}",
             "sampler.strength=0.5",
             "sampler.steps=2",
-            *FAST[2:],
+            *FAST[4:],
         ],
     )
     assert status == 0 and probe_video(out).num_frames == 4
@@ -615,3 +623,27 @@ def test_official_release_animates_with_face_vid2vid_in_relative_mode(workdir, m
     assert report["frames"] == 3 and report["best_frame"] == 1
     assert refiner.pipe.coarse.mode == "absolute"  # restored after the relative run
     assert probe_video(folder / "out_side_by_side.mp4").width == 4 * 64
+
+
+def test_unset_sampler_settings_come_from_the_checkpoint(ckpt):
+    from fadm_lightning.inference.model import OFFICIAL_SAMPLER, SamplerSettings, load_refiner
+
+    refiner = load_refiner(ckpt, need_coarse=False)
+    # the tiny model is fadm_small: it validates with 20 DDIM steps, η 0, from t = 0.3·T, x̂_0 clipped
+    assert refiner.sampler_defaults == {
+        "steps": 20,
+        "eta": 0.0,
+        "strength": 0.3,
+        "clip_sample": True,
+    }
+    settings = SamplerSettings(steps=5, seed=2).resolved(refiner.sampler_defaults)
+    assert (settings.steps, settings.eta, settings.strength, settings.clip_sample) == (
+        5,
+        0.0,
+        0.3,
+        True,
+    )
+    assert (
+        SamplerSettings().resolved(OFFICIAL_SAMPLER).describe()
+        == "100 DDIM steps, η=1, strength 1, seed 0"
+    )

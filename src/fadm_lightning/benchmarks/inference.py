@@ -180,13 +180,21 @@ def speed(
                     log(f"{name}: precision {precision} skipped on {device.type} (CUDA only)")
                     continue
                 warm = SamplerSettings(
-                    steps=1, batch_size=batch_size, precision=precision, compile=compile_model
+                    steps=1,
+                    eta=1.0,
+                    strength=1.0,
+                    clip_sample=False,
+                    batch_size=batch_size,
+                    precision=precision,
+                    compile=compile_model,
                 )
                 command(warm, tmp / "warmup.mp4")  # dlib models, lazy inits, compilation
                 for count in steps:
                     settings = SamplerSettings(
                         steps=count,
                         eta=1.0,
+                        strength=1.0,
+                        clip_sample=False,
                         batch_size=batch_size,
                         precision=precision,
                         compile=compile_model,
@@ -254,7 +262,7 @@ def parse_setting(text: str) -> tuple[int, float, float]:
 
 
 def _frames_for_fidelity(ckpt: str, video: Path | None, frames: int, device: torch.device):
-    """(pipe, coarse B×3×S×S, attr_diff B×D, description) for a checkpoint."""
+    """(pipe, coarse B×3×S×S, attr_diff B×D, description, validation sampler) for a checkpoint."""
     from fadm_lightning.inference.model import InferenceError, load_refiner, to_tensor
 
     try:
@@ -277,12 +285,15 @@ def _frames_for_fidelity(ckpt: str, video: Path | None, frames: int, device: tor
         rest = {k: v[1:] for k, v in annotation.items()}
         coarse, attr_diff = pipe.prepare(clip[:1], clip[1:], first, rest)
         size = cfg.data.image_size
-        return (
-            pipe,
-            coarse,
-            attr_diff,
-            f"frames 1–{frames} of its first test clip ({size}×{size}, synthetic)",
-        )
+        description = f"frames 1–{frames} of its first test clip ({size}×{size}, synthetic)"
+        model = cfg.model
+        validated = {
+            "steps": int(model.get("val_num_inference_steps", 100)),
+            "eta": float(model.get("val_eta", 1.0)),
+            "strength": float(model.get("val_strength", 1.0)),
+            "clip_sample": bool(model.get("val_clip_sample", False)),
+        }
+        return pipe, coarse, attr_diff, description, validated
     from fadm_lightning.inference.faces import FaceFinder, scan_video, video_crop
     from fadm_lightning.inference.media import iter_frames
 
@@ -293,7 +304,8 @@ def _frames_for_fidelity(ckpt: str, video: Path | None, frames: int, device: tor
     coarse = to_tensor(faces, device)
     pipe = refiner.pipe
     attr = pipe.attributes(coarse)
-    return pipe, coarse, attr[:1] - attr, f"{frames} frames of {video} (rectify: source = frame 0)"
+    description = f"{frames} frames of {video} (rectify: source = frame 0)"
+    return pipe, coarse, attr[:1] - attr, description, refiner.sampler_defaults
 
 
 def fidelity(
@@ -303,25 +315,41 @@ def fidelity(
     video: Path | None = None,
     seed: int = 0,
     device: str = "auto",
+    clip_sample: bool | None = None,
 ) -> tuple[list[dict], str]:
-    """Rows of L1 / PSNR of each setting (and of the coarse input) against the 100-step η = 1
-    output of the same model on the same frames, same seed."""
+    """Rows of L1 / PSNR of each setting (and of the coarse input and the model's validation
+    sampler) against the 100-step η = 1 output of the same model on the same frames and seed.
+
+    ``clip_sample`` (None: the model's validation setting) applies to every run, the reference
+    included. Returns ``(rows, description)``.
+    """
     from fadm_lightning.inference.model import resolve_device
     from fadm_lightning.metrics.image import frame_metrics
 
     device = resolve_device(device)
-    pipe, coarse, attr_diff, description = _frames_for_fidelity(ckpt, video, frames, device)
+    pipe, coarse, attr_diff, description, validated = _frames_for_fidelity(
+        ckpt, video, frames, device
+    )
+    clip = validated["clip_sample"] if clip_sample is None else clip_sample
+    description += f"; x̂_0 {'clipped' if clip else 'not clipped'} in every run"
 
     def run(steps: int, eta: float, strength: float) -> tuple[torch.Tensor, float]:
-        began = time.perf_counter()
-        out = pipe.sample(coarse, attr_diff, steps, eta=eta, strength=strength, seed=seed)
-        return out, (time.perf_counter() - began) / coarse.shape[0]
+        # speed from CPU time (process_time; robust to other load) or, on a GPU, wall time
+        clock = time.perf_counter if device.type == "cuda" else time.process_time
+        began = clock()
+        out = pipe.sample(
+            coarse, attr_diff, steps, eta=eta, strength=strength, seed=seed, clip_sample=clip
+        )
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        return out, (clock() - began) / coarse.shape[0]
 
     reference, reference_seconds = run(100, 1.0, 1.0)
+    own = (validated["steps"], validated["eta"], validated["strength"])
+    candidates = [("coarse input", None)]
+    candidates += [(f"{s}:{e:g}:{st:g}", (s, e, st)) for s, e, st in settings if (s, e, st) != own]
+    candidates += [(f"{own[0]}:{own[1]:g}:{own[2]:g} (its validation sampler)", own)]
     rows = []
-    candidates = [("coarse input", None)] + [
-        (f"{s}:{e:g}:{st:g}", (s, e, st)) for s, e, st in settings
-    ]
     for name, setting in candidates:
         output, seconds = (coarse, None) if setting is None else run(*setting)
         metrics = frame_metrics(output.float().cpu(), reference.float().cpu())
@@ -338,7 +366,8 @@ def fidelity(
 
 def fidelity_markdown(rows: list[dict]) -> str:
     lines = [
-        "| setting (steps:η:strength) | L1 vs 100-step η=1 ↓ | PSNR vs 100-step η=1 (dB) ↑ | speed-up |",
+        "| setting (steps:η:strength) | L1 vs 100-step η=1 ↓ | PSNR vs 100-step η=1 (dB) ↑ "
+        "| speed-up (sampling) |",
         "|---|---|---|---|",
     ]
     for r in rows:
@@ -379,6 +408,12 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--fidelity-frames", type=int, default=8)
     parser.add_argument(
+        "--clip-sample",
+        choices=["model", "true", "false"],
+        default="model",
+        help="clamp x̂_0 in the fidelity runs (model: as the checkpoint validates)",
+    )
+    parser.add_argument(
         "--video", type=Path, default=None, help="clip for the fidelity of a real-data checkpoint"
     )
     parser.add_argument("--markdown", type=Path, default=None, help="also write the tables here")
@@ -398,8 +433,14 @@ def main(argv: list[str] | None = None) -> None:
         )
         out += ["## Speed (256×256, random weights: timing only)", "", speed_markdown(rows), ""]
     if args.ckpt:
+        clip = {"model": None, "true": True, "false": False}[args.clip_sample]
         rows, description = fidelity(
-            args.ckpt, args.fidelity, args.fidelity_frames, args.video, device=args.device
+            args.ckpt,
+            args.fidelity,
+            args.fidelity_frames,
+            args.video,
+            device=args.device,
+            clip_sample=clip,
         )
         out += [f"## Fidelity of {args.ckpt}: {description}", "", fidelity_markdown(rows), ""]
     else:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +39,11 @@ class InferenceError(RuntimeError):
     """A request the inference commands cannot serve; the message says why and what to do."""
 
 
+#: the official sampler (REFERENCE_SPEC §4.6): every training timestep, DDIM η = 1, from pure
+#: noise, x̂_0 not clipped
+OFFICIAL_SAMPLER = {"steps": 100, "eta": 1.0, "strength": 1.0, "clip_sample": False}
+
+
 @dataclass
 class Refiner:
     """A ready pipeline and what the inference commands need to know about it."""
@@ -47,6 +52,8 @@ class Refiner:
     image_size: int  # the resolution it was trained at (frames are cropped to it)
     name: str  # where it came from, for messages
     device: torch.device
+    #: the sampler the model was validated with (a checkpoint's ``model.val_*``), or the official
+    sampler_defaults: dict[str, Any] = field(default_factory=lambda: dict(OFFICIAL_SAMPLER))
 
 
 def resolve_device(name: str | torch.device | None) -> torch.device:
@@ -158,7 +165,14 @@ def _load_checkpoint(
         model.ema.load_state_dict(checkpoint["ema"])
         model.ema.copy_to(model.trainable_parameters())
     model.eval().to(device)
-    return Refiner(model.pipeline, int(cfg.data.image_size), name, device)
+    hparams = model.hparams
+    validated = {
+        "steps": int(hparams.get("val_num_inference_steps", 100)),
+        "eta": float(hparams.get("val_eta", 1.0)),
+        "strength": float(hparams.get("val_strength", 1.0)),
+        "clip_sample": bool(hparams.get("val_clip_sample", False)),
+    }
+    return Refiner(model.pipeline, int(cfg.data.image_size), name, device, validated)
 
 
 def load_refiner(
@@ -225,39 +239,58 @@ def load_refiner(
 class SamplerSettings:
     """How frames are refined (``sampler.*`` of ``conf/animate.yaml`` / ``conf/rectify.yaml``).
 
+    ``steps``, ``eta``, ``strength`` and ``clip_sample`` left at None take the model's own
+    setting (:attr:`Refiner.sampler_defaults`: a checkpoint's validation sampler, the official
+    sampler for the release).
+
     steps: DDIM steps (100 with ``eta=1`` = the official sampler).
     eta: DDIM η (1 = ancestral, the official; 0 = deterministic).
     strength: 1 starts from pure noise; s < 1 starts from the coarse frame noised to the
         timestep at fraction s of the schedule and runs only those steps.
+    clip_sample: clamp each step's x̂_0 to [0, 1] (the official sampler does not).
     seed: seed of the one noise draw shared by every frame of a video.
     batch_size: frames refined at once.
     precision: ``fp32`` or ``bf16`` (autocast of the denoiser; CUDA only).
     compile: ``torch.compile`` the denoiser (CUDA only).
     """
 
-    steps: int = 100
-    eta: float = 1.0
-    strength: float = 1.0
+    steps: int | None = None
+    eta: float | None = None
+    strength: float | None = None
+    clip_sample: bool | None = None
     seed: int = 0
     batch_size: int = 8
     precision: str = "fp32"
     compile: bool = False
 
     def __post_init__(self) -> None:
-        if self.steps < 1:
+        if self.steps is not None and self.steps < 1:
             raise InferenceError(f"sampler.steps must be ≥ 1, got {self.steps}")
-        if not 0 <= self.eta <= 1:
+        if self.eta is not None and not 0 <= self.eta <= 1:
             raise InferenceError(f"sampler.eta must lie in [0, 1], got {self.eta}")
-        if not 0 < self.strength <= 1:
+        if self.strength is not None and not 0 < self.strength <= 1:
             raise InferenceError(f"sampler.strength must lie in (0, 1], got {self.strength}")
         if self.batch_size < 1:
             raise InferenceError(f"sampler.batch_size must be ≥ 1, got {self.batch_size}")
         if self.precision not in ("fp32", "bf16"):
             raise InferenceError(f"sampler.precision must be fp32 or bf16, got {self.precision!r}")
 
+    def resolved(self, defaults: Mapping[str, Any]) -> SamplerSettings:
+        """These settings with every None taken from ``defaults``."""
+        missing = {k: defaults[k] for k in OFFICIAL_SAMPLER if getattr(self, k) is None}
+        return replace(self, **missing)
+
+    def describe(self) -> str:
+        return (
+            f"{self.steps} DDIM steps, η={self.eta:g}, strength {self.strength:g}"
+            f"{', x̂_0 clipped' if self.clip_sample else ''}, seed {self.seed}"
+        )
+
 
 class FrameRefiner:
     """Refine batches of coarse frames of one video (the same noise for every batch).
+
+    Sampler settings left at None take ``defaults`` (:attr:`Refiner.sampler_defaults`).
 
     ``bf16`` and ``compile`` apply on CUDA only; on the CPU each is ignored and ``log`` says so
     once. ``torch.compile`` wraps the pipeline's denoiser in place (the first batch compiles).
@@ -268,7 +301,9 @@ class FrameRefiner:
         pipe: FADMPipeline,
         settings: SamplerSettings,
         log: Callable[[str], None] = print,
+        defaults: Mapping[str, Any] = OFFICIAL_SAMPLER,
     ) -> None:
+        settings = settings.resolved(defaults)
         self.pipe, self.settings = pipe, settings
         device = pipe.device
         self.autocast: Callable[[], Any] = contextlib.nullcontext
@@ -294,6 +329,7 @@ class FrameRefiner:
                 num_inference_steps=s.steps,
                 eta=s.eta,
                 strength=s.strength,
+                clip_sample=s.clip_sample,
                 seed=s.seed,
             )
         return refined.float().clamp(0, 1)
