@@ -56,7 +56,12 @@ from fadm_lightning.data.annotations import (
 )
 from fadm_lightning.data.pairs import CrossIdentityPairsDataset, load_or_make_pairs
 from fadm_lightning.data.video import write_mp4
-from fadm_lightning.metrics.suite import METRICS, NEEDS_GROUND_TRUTH, MetricSuite
+from fadm_lightning.metrics.suite import (
+    FACE_BACKENDS,
+    METRICS,
+    NEEDS_GROUND_TRUTH,
+    MetricSuite,
+)
 from fadm_lightning.pipeline import FADMPipeline
 
 log = logging.getLogger(__name__)
@@ -711,6 +716,11 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
                 f"metrics {wrong} need a ground-truth frame, which cross-identity reenactment "
                 f"has not; choose among {[k for k in METRICS if k not in NEEDS_GROUND_TRUTH]}"
             )
+    for option, choices in FACE_BACKENDS.items():
+        if cfg.metrics.get(option, "dlib") not in choices:
+            raise EvaluationError(
+                f"metrics.{option}={cfg.metrics.get(option)!r}: choose among {list(choices)}"
+            )
     if cfg.metrics.get("fid_reference", "driving") not in ("driving", "source"):
         raise EvaluationError(
             f"metrics.fid_reference must be driving or source, got {cfg.metrics.fid_reference!r}"
@@ -727,6 +737,13 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         fid_inception=cfg.metrics.get("fid_inception"),
         face=OmegaConf.to_container(cfg.metrics.face, resolve=True),
         device=cfg.device,
+        landmarks=cfg.metrics.get("landmarks", "dlib"),
+        identity_aed=cfg.metrics.get("identity_aed", "dlib"),
+        identity_csim=cfg.metrics.get("identity_csim", "dlib"),
+        weights=OmegaConf.to_container(cfg.metrics.weights, resolve=True)
+        if cfg.metrics.get("weights")
+        else None,
+        arcface_arch=cfg.metrics.get("arcface_arch", "r100"),
     )
     items = build_items(cfg, datamodule, out_dir)
     keys = items.keys[: cfg.max_items] if cfg.get("max_items") else list(items.keys)

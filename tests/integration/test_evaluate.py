@@ -168,6 +168,40 @@ def test_cross_identity_pairs_fid_csim_and_an_extra_checkpoint_row(
     assert frames.shape[2] == 5 * 32  # source | driving | coarse | refined | extra
 
 
+def test_protocol_face_networks_without_their_files_are_reported_unavailable(
+    tiny_checkpoint, compose_evaluate, capsys
+):
+    # FAN / OpenFace / ArcFace chosen, their files absent (paths.pretrained_dir is empty here)
+    result = evaluate(
+        compose_evaluate(
+            f"ckpt={tiny_checkpoint}",
+            "metrics.reconstruction=[l1,akd,aed,csim]",
+            "metrics.landmarks=fan",
+            "metrics.identity_aed=openface",
+            "metrics.identity_csim=arcface",
+            "max_items=1",
+            "videos.count=0",
+        )
+    )
+    printed = capsys.readouterr().out
+    out = Path(result["output_dir"])
+    table = (out / "table.md").read_text()
+    assert table in printed
+    for label in ("AKD[fan-2d] ↓", "AED[openface-nn4.small2] ↓", "CSIM[arcface-r100] ↑"):
+        assert label in table, label
+    assert "- AED[openface-nn4.small2]: unavailable — needs" in table
+    assert str(out.parent / "checkpoints" / "pretrained" / "openface" / "openface.pth") in table
+    assert "arcface/backbone.pth" in table
+    rows = _rows(out / "table.csv")
+    for row in rows:
+        assert row["AKD[fan-2d]"] == row["AED[openface-nn4.small2]"] == "unavailable"
+        assert row["CSIM[arcface-r100]"] == "unavailable" and 0 <= float(row["L1"]) <= 1
+    columns = {c["key"]: c for c in json.loads((out / "results.json").read_text())["columns"]}
+    assert not columns["csim"]["available"] and "backbone.pth" in columns["csim"]["reason"]
+    with pytest.raises(EvaluationError, match="metrics.landmarks='hrnet'"):
+        evaluate(compose_evaluate(f"ckpt={tiny_checkpoint}", "metrics.landmarks=hrnet"))
+
+
 def test_configuration_errors_say_what_to_change(tiny_checkpoint, compose_evaluate):
     with pytest.raises(EvaluationError, match="ground-truth"):
         evaluate(

@@ -3,7 +3,9 @@
 * :mod:`~fadm_lightning.metrics.image` — L1, PSNR, SSIM per frame (torchmetrics, no network);
 * :mod:`~fadm_lightning.metrics.lpips_fid` — ``LPIPS[alex]`` and ``FID[inception-2015-12-05]``;
 * :mod:`~fadm_lightning.metrics.face` — ``AKD[dlib-68]``, ``AED[dlib-resnet]``,
-  ``CSIM[dlib-resnet]``;
+  ``CSIM[dlib-resnet]`` (the defaults, offline);
+* :mod:`~fadm_lightning.metrics.face_protocol` — the paper's protocol networks from user files:
+  ``AKD[fan-2d]``, ``AED[openface-nn4.small2]``, ``CSIM[arcface-r100]``;
 * :mod:`~fadm_lightning.metrics.suite` — :class:`MetricSuite`, the metrics of one evaluation
   with their availability (a missing network makes a metric unavailable, never random).
 """

@@ -1,8 +1,10 @@
-"""Face metrics AKD, AED and CSIM (REFERENCE_SPEC §6.1, §6.2) with dlib's pretrained models.
+"""Face metrics AKD, AED and CSIM (REFERENCE_SPEC §6.1, §6.2): dlib's models and the per-frame
+comparisons shared by every backend.
 
-The paper's protocol networks (FAN landmarks, OpenFace, ArcFace) are not available as PyPI
-files; these metrics use the dlib models that are (``dlib-bin``, ``face-recognition-models``),
-and every label names them:
+The default networks are dlib's, which install from PyPI (``dlib-bin``,
+``face-recognition-models``); the paper's protocol networks (FAN, OpenFace, ArcFace) run from
+files the user supplies (:mod:`~fadm_lightning.metrics.face_protocol`). Every label names its
+network:
 
 | metric              | per frame                                                              |
 |---------------------|------------------------------------------------------------------------|
@@ -34,25 +36,35 @@ from fadm_lightning.models.face import DlibFace, DlibNotInstalledError
 
 @dataclass
 class FaceObservation:
-    """What dlib sees in one frame: nothing (``landmarks is None``), or the largest face."""
+    """What a face network sees in one frame: a face's landmarks and/or identity embedding.
+
+    dlib and ArcFace observations have both or neither (no face detected); FAN ones only
+    landmarks; OpenFace ones (whole frame, no detection) only an embedding.
+    """
 
     landmarks: np.ndarray | None = None  # 68×2 (x, y) pixels at the analysis size
-    embedding: np.ndarray | None = None  # 128, unit length
+    embedding: np.ndarray | None = None  # unit length
 
     @property
     def found(self) -> bool:
         return self.landmarks is not None
 
 
-def to_uint8_images(frames: torch.Tensor, image_size: int | None = 256) -> list[np.ndarray]:
-    """B×3×H×W frames in [0, 1] → B uint8 H×W×3 RGB arrays, resized to ``image_size``."""
+def analysis_frames(frames: torch.Tensor, image_size: int | None = 256) -> torch.Tensor:
+    """B×3×H×W frames in [0, 1] → the uint8 frames the face networks see (as float B×3×S×S in
+    [0, 1], S = ``image_size``; resized bilinearly with antialiasing when the size differs)."""
     x = frames.detach().float().cpu().clamp(0, 1)
     if image_size is not None and tuple(x.shape[-2:]) != (image_size, image_size):
         x = F.interpolate(
             x, size=(image_size, image_size), mode="bilinear", align_corners=False, antialias=True
         ).clamp(0, 1)
-    images = quantize(x).to(torch.uint8).permute(0, 2, 3, 1).contiguous().numpy()
-    return list(images)
+    return quantize(x) / 255
+
+
+def to_uint8_images(frames: torch.Tensor, image_size: int | None = 256) -> list[np.ndarray]:
+    """B×3×H×W frames in [0, 1] → B uint8 H×W×3 RGB arrays, resized to ``image_size``."""
+    x = (analysis_frames(frames, image_size) * 255).round()
+    return list(x.to(torch.uint8).permute(0, 2, 3, 1).contiguous().numpy())
 
 
 class DlibFaceAnalyzer:
@@ -122,12 +134,14 @@ class DlibFaceAnalyzer:
         return out
 
 
-def _pairwise(generated: list[FaceObservation], reference: list[FaceObservation], fn) -> np.ndarray:
+def _pairwise(
+    generated: list[FaceObservation], reference: list[FaceObservation], field: str, fn
+) -> np.ndarray:
     if len(generated) != len(reference):
         raise ValueError(f"{len(generated)} generated vs {len(reference)} reference observations")
     values = np.full(len(generated), np.nan)
     for i, (g, r) in enumerate(zip(generated, reference, strict=True)):
-        if g.found and r.found:
+        if getattr(g, field) is not None and getattr(r, field) is not None:
             values[i] = fn(g, r)
     return values
 
@@ -135,7 +149,10 @@ def _pairwise(generated: list[FaceObservation], reference: list[FaceObservation]
 def akd(generated: list[FaceObservation], reference: list[FaceObservation]) -> np.ndarray:
     """Per frame: mean |L_ref − L_gen| over the 68×2 coordinates (pixels); NaN = no face."""
     return _pairwise(
-        generated, reference, lambda g, r: float(np.abs(g.landmarks - r.landmarks).mean())
+        generated,
+        reference,
+        "landmarks",
+        lambda g, r: float(np.abs(g.landmarks - r.landmarks).mean()),
     )
 
 
@@ -149,11 +166,16 @@ def aed(generated: list[FaceObservation], reference: list[FaceObservation]) -> n
     """Per frame: squared L2 distance of the unit-length embeddings; NaN = no face."""
     _needs_embeddings(generated, reference)
     return _pairwise(
-        generated, reference, lambda g, r: float(np.square(g.embedding - r.embedding).sum())
+        generated,
+        reference,
+        "embedding",
+        lambda g, r: float(np.square(g.embedding - r.embedding).sum()),
     )
 
 
 def csim(generated: list[FaceObservation], reference: list[FaceObservation]) -> np.ndarray:
     """Per frame: cosine similarity of the embeddings; NaN = no face."""
     _needs_embeddings(generated, reference)
-    return _pairwise(generated, reference, lambda g, r: float(np.dot(g.embedding, r.embedding)))
+    return _pairwise(
+        generated, reference, "embedding", lambda g, r: float(np.dot(g.embedding, r.embedding))
+    )

