@@ -9,7 +9,7 @@ TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help venv demo test test-slow test-all bench-quality bench-sampling bench-data lint format clean
+.PHONY: help venv demo test test-slow test-all test-parity bench-quality bench-sampling bench-data lint format clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-15s\033[0m %s\n", $$1, $$2}'
@@ -33,6 +33,10 @@ test-slow: venv ## only the slow tests (DDP, longer trainings)
 
 test-all: venv ## every test
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+test-parity: venv ## compare with the official FADM code: FADM_OFFICIAL_REPO=/path/to/FADM make test-parity
+	@test -n "$$FADM_OFFICIAL_REPO" || { echo "FADM_OFFICIAL_REPO=/path/to/FADM make test-parity (a checkout of github.com/zengbohan0217/FADM)"; exit 2; }
+	$(PY) -m pytest tests/parity -rs $(PYTEST_ARGS)
 
 bench-quality: venv ## train the synthetic default longer and report coarse vs refined L1/PSNR/SSIM
 	$(PY) -m fadm_lightning.train experiment=synthetic_quality logger=csv
