@@ -43,6 +43,9 @@ class FADMLitModule(L.LightningModule):
     lr_scheduler: optional partial LR scheduler constructor.
     diffusion_loss: "mse" (paper, eq. 11: L2 on ε, mean) or "l1_sum" (official code).
     color_loss_weight: λ of L_color.
+    max_train_timestep: train on t ~ U{0, …, max_train_timestep − 1} only (None: the whole
+        schedule, as in the paper). A model that is only ever sampled from the coarse frame
+        noised to t < max_train_timestep (``val_strength`` < 1) spends its training there.
     ema_decay: decay of an EMA of the trainable weights (None: no EMA). EMA weights are used
         for validation/test sampling and saved in checkpoints.
     attributes_from: passed to the pipeline ("driving": paper; "coarse": official demo).
@@ -63,6 +66,7 @@ class FADMLitModule(L.LightningModule):
         lr_scheduler: Callable[..., Any] | None = None,
         diffusion_loss: str = "mse",
         color_loss_weight: float = 1.0,
+        max_train_timestep: int | None = None,
         ema_decay: float | None = None,
         attributes_from: str = "driving",
         val_num_inference_steps: int = 25,
@@ -75,6 +79,11 @@ class FADMLitModule(L.LightningModule):
         super().__init__()
         if diffusion_loss not in ("mse", "l1_sum"):
             raise ValueError(f"diffusion_loss must be 'mse' or 'l1_sum', got {diffusion_loss!r}")
+        num_train_timesteps = scheduler.config.num_train_timesteps
+        if max_train_timestep is not None and not 0 < max_train_timestep <= num_train_timesteps:
+            raise ValueError(
+                f"max_train_timestep must be in [1, {num_train_timesteps}], got {max_train_timestep}"
+            )
         self.save_hyperparameters(
             ignore=[
                 "coarse",
@@ -159,9 +168,8 @@ class FADMLitModule(L.LightningModule):
         )
         # 2. forward process: x_t = √ᾱ_t·x_0 + √(1−ᾱ_t)·ε with x_0 = d in [0, 1]
         noise = torch.randn_like(driving)
-        t = torch.randint(
-            0, self.scheduler.config.num_train_timesteps, (driving.shape[0],), device=self.device
-        )
+        t_max = self.hparams.max_train_timestep or self.scheduler.config.num_train_timesteps
+        t = torch.randint(0, t_max, (driving.shape[0],), device=self.device)
         x_t = self.scheduler.add_noise(driving, noise, t)
         # 3. AGCN condition (eq. 7–10) and ε̂
         condition, color_loss = self.agcn(coarse, attr_diff, t, driving=driving)

@@ -64,6 +64,9 @@ def _overrides(path: Path, skip: tuple[str, ...]) -> dict[str, str]:
         if "=" not in text or text.startswith(skip):
             continue
         key, value = text.split("=", 1)
+        # Hydra reads true/True/TRUE alike: show booleans one way (a sweep writes "True")
+        if value.strip().lower() in ("true", "false"):
+            value = value.strip().capitalize()
         out[key] = value
     return out
 

@@ -114,6 +114,42 @@ def test_frozen_parts_have_no_gradients_and_stay_out_of_optimizer_and_checkpoint
     assert not model.coarse.training and not model.attributes.training and model.unet.training
 
 
+@pytest.mark.parametrize("max_t", [None, 7])
+def test_training_timesteps_cover_the_schedule_or_stay_below_max_train_timestep(
+    compose_train, max_t, monkeypatch
+):
+    cfg = compose_train(f"model.max_train_timestep={'null' if max_t is None else max_t}")
+    coarse, attributes = instantiate(cfg.coarse), instantiate(cfg.attributes)
+    model = instantiate(cfg.model, coarse=coarse, attributes=attributes)
+    seen = []
+    add_noise = model.scheduler.add_noise
+    monkeypatch.setattr(
+        model.scheduler, "add_noise", lambda x, n, t: seen.append(t.clone()) or add_noise(x, n, t)
+    )
+    # the frozen parts are not under test: g = d and attr_s − attr_d = 0
+    monkeypatch.setattr(
+        model.pipeline,
+        "prepare",
+        lambda s, d, *a, **k: (d, torch.zeros(d.shape[0], attributes.dim)),
+    )
+    frames = torch.rand(200, 3, 32, 32)
+    torch.manual_seed(0)
+    with torch.no_grad():
+        model.model_step({"source": frames, "driving": frames})
+    t = torch.cat(seen)
+    if max_t is None:  # the whole schedule (200 draws: P(max < 90) ≈ 1e-9)
+        assert 90 <= int(t.max()) < cfg.model.scheduler.num_train_timesteps
+    else:
+        assert set(t.tolist()) == set(range(max_t))
+
+
+def test_max_train_timestep_out_of_range_is_rejected(compose_train):
+    cfg = compose_train("model.max_train_timestep=101")
+    coarse, attributes = instantiate(cfg.coarse), instantiate(cfg.attributes)
+    with pytest.raises(Exception, match="max_train_timestep must be in"):  # hydra wraps it
+        instantiate(cfg.model, coarse=coarse, attributes=attributes)
+
+
 def test_resume_continues_at_the_saved_step(compose_train, tmp_path):
     first = compose_train("++trainer.max_steps=2", "test=false")
     result = run(first)
