@@ -61,6 +61,7 @@ from fadm_lightning.metrics.suite import (
     METRICS,
     NEEDS_GROUND_TRUTH,
     MetricSuite,
+    check_face_backends,
 )
 from fadm_lightning.pipeline import FADMPipeline
 
@@ -716,11 +717,11 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
                 f"metrics {wrong} need a ground-truth frame, which cross-identity reenactment "
                 f"has not; choose among {[k for k in METRICS if k not in NEEDS_GROUND_TRUTH]}"
             )
-    for option, choices in FACE_BACKENDS.items():
-        if cfg.metrics.get(option, "dlib") not in choices:
-            raise EvaluationError(
-                f"metrics.{option}={cfg.metrics.get(option)!r}: choose among {list(choices)}"
-            )
+    backends = {option: cfg.metrics.get(option, "dlib") for option in FACE_BACKENDS}
+    try:  # before anything is loaded or written
+        check_face_backends(backends)
+    except ValueError as err:
+        raise EvaluationError(str(err)) from err
     if cfg.metrics.get("fid_reference", "driving") not in ("driving", "source"):
         raise EvaluationError(
             f"metrics.fid_reference must be driving or source, got {cfg.metrics.fid_reference!r}"
@@ -737,9 +738,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         fid_inception=cfg.metrics.get("fid_inception"),
         face=OmegaConf.to_container(cfg.metrics.face, resolve=True),
         device=cfg.device,
-        landmarks=cfg.metrics.get("landmarks", "dlib"),
-        identity_aed=cfg.metrics.get("identity_aed", "dlib"),
-        identity_csim=cfg.metrics.get("identity_csim", "dlib"),
+        **backends,
         weights=OmegaConf.to_container(cfg.metrics.weights, resolve=True)
         if cfg.metrics.get("weights")
         else None,

@@ -32,6 +32,7 @@ import os
 import time
 import warnings
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -179,7 +180,8 @@ def speed(
                 if precision != "fp32" and device.type != "cuda":
                     log(f"{name}: precision {precision} skipped on {device.type} (CUDA only)")
                     continue
-                warm = SamplerSettings(
+                # the official sampler (η = 1 from pure noise) at each step count
+                official = SamplerSettings(
                     steps=1,
                     eta=1.0,
                     strength=1.0,
@@ -188,17 +190,9 @@ def speed(
                     precision=precision,
                     compile=compile_model,
                 )
-                command(warm, tmp / "warmup.mp4")  # dlib models, lazy inits, compilation
+                command(official, tmp / "warmup.mp4")  # dlib models, lazy inits, compilation
                 for count in steps:
-                    settings = SamplerSettings(
-                        steps=count,
-                        eta=1.0,
-                        strength=1.0,
-                        clip_sample=False,
-                        batch_size=batch_size,
-                        precision=precision,
-                        compile=compile_model,
-                    )
+                    settings = replace(official, steps=count)
                     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
                     with peak_memory(device) as memory:
                         began, cpu_began = time.perf_counter(), time.process_time()
@@ -263,7 +257,12 @@ def parse_setting(text: str) -> tuple[int, float, float]:
 
 def _frames_for_fidelity(ckpt: str, video: Path | None, frames: int, device: torch.device):
     """(pipe, coarse B×3×S×S, attr_diff B×D, description, validation sampler) for a checkpoint."""
-    from fadm_lightning.inference.model import InferenceError, load_refiner, to_tensor
+    from fadm_lightning.inference.model import (
+        InferenceError,
+        load_refiner,
+        to_tensor,
+        validation_sampler,
+    )
 
     try:
         refiner = load_refiner(ckpt, need_coarse=False, device=device)
@@ -286,14 +285,7 @@ def _frames_for_fidelity(ckpt: str, video: Path | None, frames: int, device: tor
         coarse, attr_diff = pipe.prepare(clip[:1], clip[1:], first, rest)
         size = cfg.data.image_size
         description = f"frames 1–{frames} of its first test clip ({size}×{size}, synthetic)"
-        model = cfg.model
-        validated = {
-            "steps": int(model.get("val_num_inference_steps", 100)),
-            "eta": float(model.get("val_eta", 1.0)),
-            "strength": float(model.get("val_strength", 1.0)),
-            "clip_sample": bool(model.get("val_clip_sample", False)),
-        }
-        return pipe, coarse, attr_diff, description, validated
+        return pipe, coarse, attr_diff, description, validation_sampler(cfg.model)
     from fadm_lightning.inference.faces import FaceFinder, scan_video, video_crop
     from fadm_lightning.inference.media import iter_frames
 

@@ -165,14 +165,19 @@ def _load_checkpoint(
         model.ema.load_state_dict(checkpoint["ema"])
         model.ema.copy_to(model.trainable_parameters())
     model.eval().to(device)
-    hparams = model.hparams
-    validated = {
-        "steps": int(hparams.get("val_num_inference_steps", 100)),
-        "eta": float(hparams.get("val_eta", 1.0)),
-        "strength": float(hparams.get("val_strength", 1.0)),
-        "clip_sample": bool(hparams.get("val_clip_sample", False)),
-    }
+    validated = validation_sampler(model.hparams)
     return Refiner(model.pipeline, int(cfg.data.image_size), name, device, validated)
+
+
+def validation_sampler(model_args: Mapping[str, Any]) -> dict[str, Any]:
+    """The sampler a checkpoint was validated with, from its ``FADMLitModule`` arguments
+    (``val_*``; a missing one takes the official sampler's value)."""
+    return {
+        "steps": int(model_args.get("val_num_inference_steps", OFFICIAL_SAMPLER["steps"])),
+        "eta": float(model_args.get("val_eta", OFFICIAL_SAMPLER["eta"])),
+        "strength": float(model_args.get("val_strength", OFFICIAL_SAMPLER["strength"])),
+        "clip_sample": bool(model_args.get("val_clip_sample", OFFICIAL_SAMPLER["clip_sample"])),
+    }
 
 
 def load_refiner(

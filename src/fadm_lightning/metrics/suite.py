@@ -72,6 +72,17 @@ FACE_BACKENDS = {
     "identity_aed": ("dlib", "openface"),
     "identity_csim": ("dlib", "arcface"),
 }
+
+
+def check_face_backends(choices: Mapping[str, str]) -> None:
+    """ValueError naming the option when a face backend choice is not in ``FACE_BACKENDS``."""
+    for option, value in choices.items():
+        if value not in FACE_BACKENDS[option]:
+            raise ValueError(
+                f"metrics.{option}={value!r}: choose among {list(FACE_BACKENDS[option])}"
+            )
+
+
 # face-metric views of B frames: metric key → one observation per frame
 FaceViews = dict[str, list[FaceObservation]]
 
@@ -120,11 +131,7 @@ class MetricSuite:
             "identity_aed": identity_aed,
             "identity_csim": identity_csim,
         }
-        for option, value in self.backends.items():
-            if value not in FACE_BACKENDS[option]:
-                raise ValueError(
-                    f"metrics.{option}={value!r}: choose among {list(FACE_BACKENDS[option])}"
-                )
+        check_face_backends(self.backends)
         self.names = list(dict.fromkeys(names))
         self.lpips = LPIPSAlex(lpips_alexnet, device) if "lpips" in self.names else None
         self.fid = FID(fid_inception, device) if "fid" in self.names else None
