@@ -3,7 +3,7 @@
 The objective is FOMM's (REFERENCE_SPEC §1.1, losses in
 :mod:`fadm_lightning.models.coarse.fomm.training`)::
 
-    L = Σ_s Σ_i w_i·|φ_i(x̂_s) − φ_i(x_s)|                 perceptual (or pyramid L1), scales s
+    L = Σ_s Σ_i w_i·|φ_i(x̂_s) − φ_i(x_s)|                 perceptual (or an offline L1), scales s
       + λ_value·|p − T(p')| + λ_jac·|I − J⁻¹·J_T(p')·J'|     equivariance under a random warp T
       + λ_gan·Σ_s (1 − D_s(x̂))² + Σ_s Σ_j λ_fm,j·|D_s^j(x) − D_s^j(x̂)|   only with a discriminator
 
@@ -47,6 +47,10 @@ from fadm_lightning.models.coarse.fomm.training import (
 # the frozen perceptual network is rebuilt from its own file, not stored in every checkpoint
 FROZEN_PREFIXES = ("perceptual.",)
 EXPORT_NAME = "fomm_checkpoint.pth.tar"
+# per-frame mean |·| against the driving frame: the reconstruction, copying the source frame, and
+# the source image warped by the predicted motion without the decoder (``deformed``): the last
+# tells whether the motion or the decoder limits the reconstruction
+EVAL_METRICS = ("l1", "l1_copy_source", "l1_warped_source")
 Keypoints = dict[str, torch.Tensor]
 
 
@@ -90,7 +94,8 @@ class FOMMLitModule(L.LightningModule):
         kp_detector (`KPDetector`): keypoint detector (built by Hydra from ``_target_``).
         generator (`OcclusionAwareGenerator`): generator; ``num_kp`` must match.
         perceptual (`nn.Module`): reconstruction loss ``perceptual(pred_pyramid, real_pyramid)``
-            → scalar: ``VGGPerceptualLoss`` (FOMM) or ``PyramidL1Loss`` (offline).
+            → scalar: ``VGGPerceptualLoss`` (FOMM) or, offline, ``LaplacianL1Loss`` /
+            ``PyramidL1Loss``.
         optimizer (`Callable`): partial optimizer (``torch.optim.Adam`` lr 2e-4, betas
             (0.5, 0.999)), completed with ``params=`` named parameter groups.
         lr_scheduler (`Callable`, *optional*): partial per-epoch scheduler (``MultiStepLR``
@@ -150,7 +155,8 @@ class FOMMLitModule(L.LightningModule):
         if not isinstance(perceptual, nn.Module):
             raise TypeError(
                 f"FOMMLitModule: perceptual must be a loss module, got {perceptual!r}; choose it "
-                "with the config group `model/perceptual=vgg19` or `model/perceptual=pyramid_l1` "
+                "with the config group `model/perceptual=vgg19`, `model/perceptual=laplacian_l1` or "
+                "`model/perceptual=pyramid_l1` "
                 "(a slash, not a dot)"
             )
         scales = tuple(float(s) for s in scales)
@@ -189,11 +195,7 @@ class FOMMLitModule(L.LightningModule):
 
         # 3. reconstruction metrics of held-out frames (frame-weighted means)
         self.eval_metrics = nn.ModuleDict(
-            {
-                f"{stage}_{name}": MeanMetric()
-                for stage in ("val", "test")
-                for name in ("l1", "l1_copy_source")
-            }
+            {f"{stage}_{name}": MeanMetric() for stage in ("val", "test") for name in EVAL_METRICS}
         )
 
     # ------------------------------------------------------------------ forward
@@ -321,15 +323,24 @@ class FOMMLitModule(L.LightningModule):
 
     # ------------------------------------------------------------------ validation and test
     def _update_metrics(
-        self, stage: str, source: torch.Tensor, driving: torch.Tensor, prediction: torch.Tensor
+        self,
+        stage: str,
+        source: torch.Tensor,
+        driving: torch.Tensor,
+        generated: dict[str, torch.Tensor],
     ) -> None:
-        """Per-frame mean |·| of the reconstruction and of the copy-the-source baseline."""
-        self.eval_metrics[f"{stage}_l1"].update((prediction - driving).abs().mean(dim=(1, 2, 3)))
-        copy_source = (source - driving).abs().mean(dim=(1, 2, 3))  # B (source broadcast)
-        self.eval_metrics[f"{stage}_l1_copy_source"].update(copy_source)
+        """Per-frame mean |·| of the reconstruction, the copy-the-source baseline and the
+        warped source (:data:`EVAL_METRICS`)."""
+
+        def l1(image: torch.Tensor) -> torch.Tensor:
+            return (image - driving).abs().mean(dim=(1, 2, 3))  # B (a 1-frame source broadcasts)
+
+        self.eval_metrics[f"{stage}_l1"].update(l1(generated["prediction"]))
+        self.eval_metrics[f"{stage}_l1_copy_source"].update(l1(source))
+        self.eval_metrics[f"{stage}_l1_warped_source"].update(l1(generated["deformed"]))
 
     def _log_metrics(self, stage: str) -> None:
-        for name in ("l1", "l1_copy_source"):
+        for name in EVAL_METRICS:
             metric = self.eval_metrics[f"{stage}_{name}"]
             if metric.update_called:
                 self.log(f"{stage}/{name}", metric.compute(), sync_dist=True)
@@ -338,10 +349,8 @@ class FOMMLitModule(L.LightningModule):
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         """Held-out pairs (source = frame 0, driving = another frame of the same clip)."""
         source, driving = batch["source"], batch["driving"]  # B×3×H×W
-        prediction = self.reconstruct(source, self.detect(source), self.detect(driving))[
-            "prediction"
-        ]
-        self._update_metrics("val", source, driving, prediction)
+        generated = self.reconstruct(source, self.detect(source), self.detect(driving))
+        self._update_metrics("val", source, driving, generated)
 
     def on_validation_epoch_end(self) -> None:
         self._log_metrics("val")
@@ -355,10 +364,10 @@ class FOMMLitModule(L.LightningModule):
             driving = video[start : start + self.hparams.test_chunk_size]  # t×3×H×W
             count = driving.shape[0]
             kp_source_batch = {k: v.expand(count, *v.shape[1:]) for k, v in kp_source.items()}
-            prediction = self.reconstruct(
+            generated = self.reconstruct(
                 source.expand(count, -1, -1, -1), kp_source_batch, self.detect(driving)
-            )["prediction"]
-            self._update_metrics("test", source, driving, prediction)
+            )
+            self._update_metrics("test", source, driving, generated)
 
     def on_test_epoch_end(self) -> None:
         self._log_metrics("test")

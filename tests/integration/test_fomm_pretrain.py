@@ -10,7 +10,8 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 
-from fadm_lightning.train import MissingPathsError, train
+from fadm_lightning.fomm_lit_module import EVAL_METRICS
+from fadm_lightning.train import FOMM_ROWS, MissingPathsError, format_table, train
 
 from ..conftest import TINY_OVERRIDES
 
@@ -57,8 +58,11 @@ def test_fomm_pretrain_then_fadm_with_the_trained_coarse_generator(compose_train
                         "++trainer.fast_dev_run=true", tiny=False)  # fmt: skip
     metrics = run(cfg)["metrics"]
     assert torch.isfinite(torch.tensor(metrics["train/loss_step"]))
-    for key in ("val/l1", "val/l1_copy_source", "test/l1", "test/l1_copy_source"):
+    for key in (f"{stage}/{name}" for stage in ("val", "test") for name in EVAL_METRICS):
         assert key in metrics, key
+    table = format_table(metrics, "test")  # the summary printed at the end of the run
+    for name, label in FOMM_ROWS.items():
+        assert f"| {label} | {metrics[f'test/{name}']:.4f} |" in table
     exported = Path(cfg.paths.output_dir) / "fomm_checkpoint.pth.tar"
     checkpoint = torch.load(exported, map_location="cpu", weights_only=True)
     assert {

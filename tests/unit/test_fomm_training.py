@@ -15,12 +15,14 @@ from fadm_lightning.models.coarse.fomm import (
 from fadm_lightning.models.coarse.fomm.geometry import make_coordinate_grid
 from fadm_lightning.models.coarse.fomm.training import (
     ImagePyramid,
+    LaplacianL1Loss,
     PyramidL1Loss,
     RandomTPSTransform,
     VGG19Features,
     VGGPerceptualLoss,
     _vgg19_features_layers,
     equivariance_losses,
+    laplacian_bands,
 )
 
 SIZE = 32  # image side of the small networks below
@@ -181,6 +183,34 @@ def test_pyramid_l1_needs_no_file():
     loss = PyramidL1Loss(weight=10)
     assert loss(pyramid(x), pyramid(x)) == 0
     assert loss(pyramid(x), pyramid(y)) > 1
+
+
+def test_laplacian_bands_add_back_up_to_the_image():
+    pyramid = ImagePyramid([1, 0.5, 0.25])(torch.rand(2, 3, 32, 32))
+    bands = laplacian_bands(pyramid)
+    assert [tuple(b.shape[2:]) for b in bands] == [(32, 32), (16, 16), (8, 8)]
+    rebuilt = bands[-1]
+    for band in reversed(bands[:-1]):
+        up = torch.nn.functional.interpolate(rebuilt, size=band.shape[2:], mode="bilinear")
+        rebuilt = band + up
+    torch.testing.assert_close(rebuilt, pyramid["prediction_1"])
+
+
+def test_laplacian_l1_weighs_each_band_once():
+    """A constant offset lives in the coarsest band only: the pyramid L1 counts it per level."""
+    pyramid = ImagePyramid([1, 0.5, 0.25, 0.125])
+    x = torch.rand(2, 3, 32, 32)
+    offset = x + 0.1
+    lap, pyr = LaplacianL1Loss(weight=1), PyramidL1Loss(weight=1)
+    assert lap(pyramid(x), pyramid(x)) == 0
+    # the offset survives at every pyramid level (less near the zero-padded borders)
+    torch.testing.assert_close(
+        lap(pyramid(offset), pyramid(x)), torch.tensor(0.1), atol=2e-3, rtol=0
+    )
+    assert pyr(pyramid(offset), pyramid(x)) > 3.5 * lap(pyramid(offset), pyramid(x))
+    # fine detail (a 2-pixel checkerboard) is seen by the finest band
+    checker = (torch.arange(32).view(1, 32) + torch.arange(32).view(32, 1)) % 2 * 0.2 - 0.1
+    assert lap(pyramid(x + checker), pyramid(x)) > 0.05
 
 
 def test_missing_vgg_file_stops_with_a_message_naming_it(tmp_path):

@@ -7,7 +7,8 @@ Plain modules and functions, used by :class:`fadm_lightning.fomm_lit_module.FOMM
 * :class:`VGG19Features` / :class:`VGGPerceptualLoss` — the multi-scale perceptual
   reconstruction loss ``Σ_s Σ_i w_i · mean|φ_i(x̂_s) − φ_i(x_s)|`` over five VGG-19 layers. The
   ImageNet weights come from a local torchvision ``vgg19`` state dict; never random.
-* :class:`PyramidL1Loss` — the offline alternative ``Σ_s w · mean|x̂_s − x_s|`` (no files).
+* :class:`LaplacianL1Loss` / :class:`PyramidL1Loss` — offline alternatives (no files):
+  ``Σ_i w · mean|L_i(x̂) − L_i(x)|`` over Laplacian bands, or ``Σ_s w · mean|x̂_s − x_s|``.
 * :class:`RandomTPSTransform` — a random affine + thin-plate-spline warp ``T_{X←Y}`` of
   coordinates, jacobians and images.
 * :func:`equivariance_losses` — keypoint value and jacobian equivariance under that warp.
@@ -96,7 +97,8 @@ def missing_vgg_message(path: str | os.PathLike[str] | None) -> str:
         f"VGG-19 weights for the perceptual loss not found: {where}. Expected {VGG19_EXPECTED}. "
         "Put the file there, or set `model.perceptual.weights_path=PATH` (or "
         "`paths.pretrained_dir` so that PATH is <pretrained_dir>/vgg19/vgg19-dcbb9e9d.pth), or "
-        "train without it with the offline pyramid L1 loss: `model/perceptual=pyramid_l1`."
+        "train without it with an offline loss: `model/perceptual=laplacian_l1` (Laplacian-band L1) "
+        "or `model/perceptual=pyramid_l1` (pyramid L1)."
     )
 
 
@@ -263,6 +265,45 @@ class PyramidL1Loss(nn.Module):
         for key, generated in prediction.items():
             loss = loss + self.weight * (generated - target[key]).abs().mean()
         return loss
+
+
+def laplacian_bands(pyramid: Pyramid) -> list[torch.Tensor]:
+    """Band-pass levels of an image pyramid, finest first.
+
+    With the levels ``x_1, x_2, …, x_n`` sorted from the largest to the smallest, band ``i`` is
+    ``x_i − up(x_{i+1})`` (bilinear up-sampling to the size of ``x_i``) and the last band is the
+    coarsest level ``x_n`` itself, so the bands add back up to ``x_1``.
+    """
+    levels = sorted(pyramid.values(), key=lambda level: level.shape[-1], reverse=True)
+    bands = []
+    for finer, coarser in zip(levels[:-1], levels[1:], strict=True):
+        up = F.interpolate(coarser, size=finer.shape[2:], mode="bilinear", align_corners=False)
+        bands.append(finer - up)
+    bands.append(levels[-1])
+    return bands
+
+
+class LaplacianL1Loss(nn.Module):
+    """Offline reconstruction loss ``Σ_i w · mean|L_i(x̂) − L_i(x)|`` over Laplacian bands.
+
+    The bands ``L_i`` (:func:`laplacian_bands`) are built from the same anti-aliased pyramid as
+    the other reconstruction losses. Each frequency band weighs the same, whereas the
+    :class:`PyramidL1Loss` levels all contain the low frequencies again and so count them once
+    per level. This is the "Lap₁" loss of Bojanowski et al. (2018), used as a file-free stand-in
+    for a perceptual loss. It needs no download (``model/perceptual=laplacian_l1``).
+
+    Args:
+        weight: ``w``, the same for every band (10, FOMM's per-layer perceptual weight).
+    """
+
+    def __init__(self, weight: float = 10.0) -> None:
+        super().__init__()
+        self.weight = float(weight)
+
+    def forward(self, prediction: Pyramid, target: Pyramid) -> torch.Tensor:
+        """Same arguments as :meth:`VGGPerceptualLoss.forward`."""
+        generated, real = laplacian_bands(prediction), laplacian_bands(target)
+        return self.weight * sum((g - r).abs().mean() for g, r in zip(generated, real, strict=True))
 
 
 # ------------------------------------------------------------------------------- equivariance
