@@ -47,10 +47,15 @@ from fadm_lightning.models.coarse.fomm.training import (
 # the frozen perceptual network is rebuilt from its own file, not stored in every checkpoint
 FROZEN_PREFIXES = ("perceptual.",)
 EXPORT_NAME = "fomm_checkpoint.pth.tar"
-# per-frame mean |·| against the driving frame: the reconstruction, copying the source frame, and
-# the source image warped by the predicted motion without the decoder (``deformed``): the last
-# tells whether the motion or the decoder limits the reconstruction
-EVAL_METRICS = ("l1", "l1_copy_source", "l1_warped_source")
+# per-frame mean |·| against the driving frame, logged as <stage>/<name>, with their table rows:
+# the reconstruction, copying the source frame, and the source image warped by the predicted
+# motion without the decoder (``deformed``), which tells whether the motion or the decoder limits
+# the reconstruction
+EVAL_METRICS = {
+    "l1": "FOMM reconstruction",
+    "l1_copy_source": "copy the source frame",
+    "l1_warped_source": "source warped by the motion (no decoder)",
+}
 Keypoints = dict[str, torch.Tensor]
 
 

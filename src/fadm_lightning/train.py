@@ -16,6 +16,7 @@ from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from fadm_lightning.checkpoints import config_for_checkpoint
+from fadm_lightning.fomm_lit_module import EVAL_METRICS
 
 CONFIG_DIR = str(Path(__file__).resolve().parents[2] / "conf")
 PREFLIGHT_GROUPS = ("data", "coarse", "attributes")
@@ -65,20 +66,12 @@ def instantiate_list(node: DictConfig | None) -> list[Any]:
     return [instantiate(c) for c in node.values() if c is not None and "_target_" in c]
 
 
-# FOMMLitModule's reconstruction metrics (fomm_lit_module.EVAL_METRICS) and their table rows
-FOMM_ROWS = {
-    "l1": "FOMM reconstruction",
-    "l1_copy_source": "copy the source frame",
-    "l1_warped_source": "source warped by the motion (no decoder)",
-}
-
-
 def format_table(metrics: dict[str, float], stage: str = "test") -> str:
     """Markdown table of coarse vs refined L1/PSNR/SSIM from logged metrics (FADM), or of the
     reconstruction L1 against its baselines (experiment=fomm_pretrain)."""
     if f"{stage}/l1" in metrics:
         rows = ["| frames | L1 ↓ |", "|---|---|"]
-        for name, label in FOMM_ROWS.items():
+        for name, label in EVAL_METRICS.items():
             if f"{stage}/{name}" in metrics:
                 rows.append(f"| {label} | {metrics[f'{stage}/{name}']:.4f} |")
         return "\n".join(rows)

@@ -11,7 +11,7 @@ from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 
 from fadm_lightning.fomm_lit_module import EVAL_METRICS
-from fadm_lightning.train import FOMM_ROWS, MissingPathsError, format_table, train
+from fadm_lightning.train import MissingPathsError, format_table, train
 
 from ..conftest import TINY_OVERRIDES
 
@@ -61,7 +61,7 @@ def test_fomm_pretrain_then_fadm_with_the_trained_coarse_generator(compose_train
     for key in (f"{stage}/{name}" for stage in ("val", "test") for name in EVAL_METRICS):
         assert key in metrics, key
     table = format_table(metrics, "test")  # the summary printed at the end of the run
-    for name, label in FOMM_ROWS.items():
+    for name, label in EVAL_METRICS.items():
         assert f"| {label} | {metrics[f'test/{name}']:.4f} |" in table
     exported = Path(cfg.paths.output_dir) / "fomm_checkpoint.pth.tar"
     checkpoint = torch.load(exported, map_location="cpu", weights_only=True)
