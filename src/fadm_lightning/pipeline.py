@@ -27,12 +27,30 @@ from fadm_lightning.models.agcn import AGCN
 Annotation = Mapping[str, torch.Tensor] | None
 
 
-def official_scheduler(num_train_timesteps: int = 100) -> DDIMScheduler:
+PREDICTION_TYPES = ("epsilon", "sample", "v_prediction")
+TARGETS = ("image", "residual")
+
+
+def official_scheduler(
+    num_train_timesteps: int = 100,
+    prediction_type: str = "epsilon",
+    timestep_spacing: str = "leading",
+) -> DDIMScheduler:
     """DDIMScheduler with the official linear schedule (REFERENCE_SPEC §4.5).
 
     β = linspace(scale·1e-4, scale·0.02, T) with scale = 1000/T, i.e. 0.001 → 0.2 for T = 100;
-    ᾱ_{−1} = 1 (``set_alpha_to_one``), no clipping of x0 (images live in [0, 1]), ε-prediction.
+    ᾱ_{−1} = 1 (``set_alpha_to_one``), no clipping of x0 (images live in [0, 1]).
+
+    Args:
+        num_train_timesteps: T (100).
+        prediction_type: what the denoiser predicts: "epsilon" (paper, eq. 11), "sample" (x_0)
+            or "v_prediction" (v = √ᾱ·ε − √(1−ᾱ)·x_0).
+        timestep_spacing: "leading" (official: 20 steps are t = 95, 90, …, 0) or "trailing"
+            (t = 99, 94, …, 4; one step is t = 99, the only spacing whose first step sees the
+            noisiest timestep when steps are few).
     """
+    if prediction_type not in PREDICTION_TYPES:
+        raise ValueError(f"prediction_type must be one of {PREDICTION_TYPES}, got {prediction_type!r}")
     scale = 1000 / num_train_timesteps
     return DDIMScheduler(
         num_train_timesteps=num_train_timesteps,
@@ -42,8 +60,8 @@ def official_scheduler(num_train_timesteps: int = 100) -> DDIMScheduler:
         clip_sample=False,
         set_alpha_to_one=True,
         steps_offset=0,
-        prediction_type="epsilon",
-        timestep_spacing="leading",
+        prediction_type=prediction_type,
+        timestep_spacing=timestep_spacing,
     )
 
 
@@ -64,13 +82,57 @@ def _expand_annotation(annotation: Annotation, batch: int) -> Annotation:
     return {k: _expand(v, batch) for k, v in annotation.items()}
 
 
-def _clipped_epsilon(
-    scheduler: DDIMScheduler, x: torch.Tensor, eps: torch.Tensor, t
+def _alpha_bar(scheduler: DDIMScheduler, t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """ᾱ_t as a B×1×1×1 (or scalar) tensor of ``like``'s device and dtype."""
+    abar = scheduler.alphas_cumprod.to(like.device)[t.long()].to(like.dtype)
+    return abar.view(-1, *([1] * (like.ndim - 1))) if abar.ndim else abar
+
+
+def training_target(
+    prediction_type: str, x0: torch.Tensor, noise: torch.Tensor, abar: torch.Tensor
 ) -> torch.Tensor:
-    """ε consistent with x̂_0 = clamp((x_t − √(1−ᾱ_t)·ε̂)/√ᾱ_t, 0, 1)."""
-    abar = scheduler.alphas_cumprod.to(x.device)[int(t)].to(x.dtype)
-    x0 = ((x - (1 - abar).sqrt() * eps) / abar.sqrt()).clamp(0, 1)
-    return (x - abar.sqrt() * x0) / (1 - abar).sqrt()
+    """What the denoiser learns to output for x_t = √ᾱ·x_0 + √(1−ᾱ)·ε."""
+    if prediction_type == "epsilon":
+        return noise
+    if prediction_type == "sample":
+        return x0
+    return abar.sqrt() * noise - (1 - abar).sqrt() * x0  # v
+
+
+def x0_and_epsilon(
+    prediction_type: str, output: torch.Tensor, x_t: torch.Tensor, abar: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(x̂_0, ε̂) from the denoiser's output, whatever it predicts."""
+    a, s = abar.sqrt(), (1 - abar).sqrt()
+    if prediction_type == "epsilon":
+        return (x_t - s * output) / a, output
+    if prediction_type == "sample":
+        return output, (x_t - a * output) / s
+    return a * x_t - s * output, a * output + s * x_t  # v
+
+
+def output_from_x0(
+    prediction_type: str, x0: torch.Tensor, x_t: torch.Tensor, abar: torch.Tensor
+) -> torch.Tensor:
+    """The denoiser output that means x̂_0 = ``x0`` at x_t (the inverse of :func:`x0_and_epsilon`)."""
+    if prediction_type == "sample":
+        return x0
+    a, s = abar.sqrt(), (1 - abar).sqrt()
+    if prediction_type == "epsilon":
+        return (x_t - a * x0) / s
+    return (a * x_t - x0) / s  # v = √ᾱ·ε − √(1−ᾱ)·x_0 with ε = (x_t − √ᾱ·x_0)/√(1−ᾱ)
+
+
+def min_snr_weight(prediction_type: str, abar: torch.Tensor, gamma: float) -> torch.Tensor:
+    """Min-SNR-γ loss weight (Hang et al., ICCV 2023) for the target of ``prediction_type``:
+    min(SNR, γ) on x_0, divided by SNR for ε and by SNR + 1 for v (SNR = ᾱ/(1−ᾱ))."""
+    snr = abar / (1 - abar)
+    weight = snr.clamp(max=gamma)
+    if prediction_type == "epsilon":
+        return weight / snr
+    if prediction_type == "v_prediction":
+        return weight / (snr + 1)
+    return weight
 
 
 class FADMPipeline:
@@ -84,6 +146,9 @@ class FADMPipeline:
         attributes: frozen attribute extractor (likewise).
         attributes_from: "driving" (paper: attr_d from the driving frame) or "coarse" (official
             demo: attr_d from the coarse prediction).
+        target: "image" (paper: the chain diffuses the frame x) or "residual" (it diffuses
+            r = x − g and returns g + r̂, so a refiner whose r̂ is 0 returns the coarse frame).
+        coarse_input: the denoiser also sees g at full resolution: its input is cat(x_t, c, g).
     """
 
     def __init__(
@@ -94,7 +159,11 @@ class FADMPipeline:
         coarse: nn.Module | None = None,
         attributes: nn.Module | None = None,
         attributes_from: str = "driving",
+        target: str = "image",
+        coarse_input: bool = False,
     ) -> None:
+        if target not in TARGETS:
+            raise ValueError(f"target must be one of {TARGETS}, got {target!r}")
         if attributes_from not in ("driving", "coarse"):
             raise ValueError(
                 f"attributes_from must be 'driving' or 'coarse', got {attributes_from!r}"
@@ -106,6 +175,22 @@ class FADMPipeline:
         self.agcn, self.unet, self.scheduler = agcn, unet, scheduler
         self.coarse, self.attributes = coarse, attributes
         self.attributes_from = attributes_from
+        self.target, self.coarse_input = target, coarse_input
+
+    @property
+    def prediction_type(self) -> str:
+        return self.scheduler.config.prediction_type
+
+    def denoiser_input(
+        self, x_t: torch.Tensor, condition: torch.Tensor, coarse: torch.Tensor
+    ) -> torch.Tensor:
+        """cat(x_t, c) as in the paper, or cat(x_t, c, g) with ``coarse_input``."""
+        parts = [x_t, condition, coarse] if self.coarse_input else [x_t, condition]
+        return torch.cat(parts, dim=1)
+
+    def clean_sample(self, frame: torch.Tensor, coarse: torch.Tensor) -> torch.Tensor:
+        """x_0 of the chain for a real frame: the frame itself, or its residual x − g."""
+        return frame - coarse if self.target == "residual" else frame
 
     @property
     def device(self) -> torch.device:
@@ -182,9 +267,9 @@ class FADMPipeline:
             seed: seed of the shared noise (ignored when ``generator`` or ``noise`` is given).
             noise: explicit noise ``[x_T, z_1, …, z_n]`` (n = steps actually run; each 1×C×H×W
                 or B×C×H×W), e.g. the official fixed per-video noise list.
-            clip_sample: clamp each step's x̂_0 prediction to the data range [0, 1] and use the
-                matching ε (DDIM with clipped x̂_0). The official sampler does not clip; clipping
-                keeps an imperfect ε̂ from blowing up at the very noisy end of the schedule
+            clip_sample: clamp each step's x̂_0 prediction to the data range (the frame in
+                [0, 1]) and use the matching ε (DDIM with clipped x̂_0). The official sampler
+                does not clip; clipping keeps an imperfect ε̂ from blowing up at the very noisy end of the schedule
                 (ᾱ_99 ≈ 2e-5 amplifies an ε error by 1/√ᾱ ≈ 220 in x̂_0).
             progress: show a progress bar over the steps.
         Returns:
@@ -195,6 +280,7 @@ class FADMPipeline:
         if num_inference_steps < 1:
             raise ValueError(f"num_inference_steps must be ≥ 1, got {num_inference_steps}")
         scheduler = DDIMScheduler.from_config(self.scheduler.config)
+        prediction_type = self.prediction_type
         device, dtype = coarse.device, coarse.dtype
         scheduler.set_timesteps(num_inference_steps, device=device)
         timesteps = scheduler.timesteps
@@ -209,18 +295,25 @@ class FADMPipeline:
             )
         else:
             noise = [z.to(device=device, dtype=dtype).expand_as(coarse) for z in noise]
+        # the chain's x_0 is the frame (target "image") or the residual x − g ("residual"):
+        # the coarse frame is x_0 = g or r = 0, and x̂_0 is clipped so that the frame is in [0, 1]
+        offset = coarse if self.target == "residual" else torch.zeros_like(coarse)
         if strength < 1:
-            x = scheduler.add_noise(coarse, noise[0], timesteps[:1].repeat(coarse.shape[0]))
+            start_t = timesteps[:1].repeat(coarse.shape[0])
+            x = scheduler.add_noise(self.clean_sample(coarse, coarse), noise[0], start_t)
         else:
             x = noise[0]
         features = self.agcn.encode(coarse)  # t-independent part, once per frame
         for i, t in enumerate(tqdm(timesteps, desc="denoising", disable=not progress, leave=False)):
             condition = self.agcn.condition(features, attr_diff, t)
-            eps = self.unet(torch.cat([x, condition], dim=1), t).sample
-            if clip_sample:
-                eps = _clipped_epsilon(scheduler, x, eps, t)
-            x = scheduler.step(eps, t, x, eta=eta, variance_noise=noise[i + 1]).prev_sample
-        return x.clamp(0, 1)
+            output = self.unet(self.denoiser_input(x, condition, coarse), t).sample
+            if clip_sample:  # DDIM with x̂_0 clamped to the data range (and the matching output)
+                abar = _alpha_bar(scheduler, t, x)
+                x0, _ = x0_and_epsilon(prediction_type, output, x, abar)
+                x0 = torch.maximum(torch.minimum(x0, 1 - offset), -offset)
+                output = output_from_x0(prediction_type, x0, x, abar)
+            x = scheduler.step(output, t, x, eta=eta, variance_noise=noise[i + 1]).prev_sample
+        return (x + offset).clamp(0, 1)
 
     @torch.no_grad()
     def __call__(

@@ -4,7 +4,14 @@ import torch
 from diffusers import UNet2DModel
 
 from fadm_lightning.models.agcn import AGCN
-from fadm_lightning.pipeline import FADMPipeline, official_scheduler
+from fadm_lightning.pipeline import (
+    FADMPipeline,
+    min_snr_weight,
+    official_scheduler,
+    output_from_x0,
+    training_target,
+    x0_and_epsilon,
+)
 
 
 def test_betas_equal_the_official_linear_schedule():
@@ -94,3 +101,87 @@ def test_strength_runs_fewer_steps_and_validates():
     assert len(calls) == 3
     with pytest.raises(ValueError, match="strength"):
         pipe.sample(torch.rand(1, 3, 16, 16), torch.zeros(1, 4), strength=0)
+
+
+@pytest.mark.parametrize("prediction_type", ["epsilon", "sample", "v_prediction"])
+def test_training_target_and_its_inverse_agree(prediction_type):
+    g = torch.Generator().manual_seed(0)
+    x0, noise = torch.randn(2, 3, 4, 4, generator=g), torch.randn(2, 3, 4, 4, generator=g)
+    abar = official_scheduler(100).alphas_cumprod[torch.tensor([3, 80])].view(-1, 1, 1, 1)
+    x_t = abar.sqrt() * x0 + (1 - abar).sqrt() * noise
+    output = training_target(prediction_type, x0, noise, abar)
+    x0_hat, eps_hat = x0_and_epsilon(prediction_type, output, x_t, abar)
+    torch.testing.assert_close(x0_hat, x0, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(eps_hat, noise, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(
+        output_from_x0(prediction_type, x0, x_t, abar), output, atol=1e-4, rtol=1e-4
+    )
+
+
+def test_min_snr_weight_clips_low_noise_timesteps():
+    abar = official_scheduler(100).alphas_cumprod
+    snr = abar / (1 - abar)
+    w_eps = min_snr_weight("epsilon", abar, 5.0)
+    assert torch.all(w_eps <= 1 + 1e-6)
+    torch.testing.assert_close(w_eps[snr < 5], torch.ones_like(w_eps[snr < 5]))
+    assert w_eps[0] == pytest.approx(5.0 / snr[0].item(), rel=1e-5)  # t = 0: SNR ≈ 999
+    torch.testing.assert_close(min_snr_weight("sample", abar, 5.0), snr.clamp(max=5.0))
+    torch.testing.assert_close(
+        min_snr_weight("v_prediction", abar, 5.0), snr.clamp(max=5.0) / (snr + 1)
+    )
+
+
+def test_trailing_spacing_starts_few_steps_at_the_noisiest_timestep():
+    sched = official_scheduler(100, timestep_spacing="trailing")
+    sched.set_timesteps(1)
+    assert sched.timesteps.tolist() == [99]
+    sched.set_timesteps(4)
+    assert sched.timesteps.tolist()[0] == 99
+    with pytest.raises(ValueError, match="prediction_type"):
+        official_scheduler(100, prediction_type="x0")
+
+
+def residual_pipeline(prediction_type="sample") -> FADMPipeline:
+    torch.manual_seed(0)
+    agcn = AGCN(attr_dim=4, feature_channels=4, hidden_channels=8, time_embed_dim=8, norm_groups=2)
+    unet = UNet2DModel(
+        sample_size=16,
+        in_channels=9,  # x_t, c, g
+        out_channels=3,
+        block_out_channels=(8, 16),
+        layers_per_block=1,
+        down_block_types=("DownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "UpBlock2D"),
+        norm_num_groups=4,
+    )
+    scheduler = official_scheduler(100, prediction_type, "trailing")
+    return FADMPipeline(agcn.eval(), unet.eval(), scheduler, target="residual", coarse_input=True)
+
+
+@pytest.mark.parametrize("steps,strength,eta", [(1, 1.0, 0.0), (4, 1.0, 1.0), (10, 0.3, 0.0)])
+def test_residual_refiner_with_zero_output_returns_the_coarse_frame(steps, strength, eta):
+    pipe = residual_pipeline("sample")
+    torch.nn.init.zeros_(pipe.unet.conv_out.weight)
+    torch.nn.init.zeros_(pipe.unet.conv_out.bias)
+    coarse = torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(2))
+    out = pipe.sample(
+        coarse, torch.zeros(2, 4), num_inference_steps=steps, strength=strength, eta=eta
+    )
+    torch.testing.assert_close(out, coarse, atol=1e-5, rtol=0)
+
+
+def test_residual_x0_refiner_returns_its_prediction_in_one_step_clipped_to_the_frame_range():
+    pipe = residual_pipeline("sample")
+    coarse = torch.rand(1, 3, 16, 16, generator=torch.Generator().manual_seed(3))
+    residual = torch.full_like(coarse, 0.25)
+    seen = []
+
+    class Oracle(torch.nn.Module):  # predicts r̂_0 = 0.25 whatever its input
+        def forward(self, x, t):
+            seen.append((x.shape[1], int(t)))
+            return type("Out", (), {"sample": residual})()
+
+    pipe.unet = Oracle()
+    out = pipe.sample(coarse, torch.zeros(1, 4), num_inference_steps=1, clip_sample=True)
+    torch.testing.assert_close(out, (coarse + 0.25).clamp(0, 1))
+    assert seen == [(3 + 3 + 3, 99)]  # cat(x_t, c, g), the noisiest timestep

@@ -1,11 +1,20 @@
 """Coarse vs refined quality (and speed) of a trained checkpoint for several sampler settings.
 
-    python -m fadm_lightning.benchmarks.sampling CKPT [--settings 20:0:1 100:1:1 20:0:0.3] [--max-clips N]
+    python -m fadm_lightning.benchmarks.sampling CKPT [--settings 20:0:1 100:1:1 20:0:0.3] \
+        [--split val|test] [--max-clips N] [--override data.KEY=VALUE ...]
 
 Each setting is ``steps:eta:strength[:clip]`` (strength 1 = from pure noise; s < 1 = from the coarse
-frame noised to that fraction of the schedule). Same-identity reconstruction on the test clips
-of the checkpoint's own data config (source = first frame, driving = every frame); prints a
-Markdown table of L1 / PSNR / SSIM and seconds per frame, and writes it as CSV with ``--csv``.
+frame noised to that fraction of the schedule). Same-identity reconstruction on whole clips of the
+checkpoint's own data config (source = first frame, driving = every frame); prints a Markdown
+table of L1 / PSNR / SSIM and seconds per frame, and writes it as CSV with ``--csv``.
+
+``--split val`` (the default) reads the data module's validation split (``data.val_split``:
+``val/`` of the synthetic world), so sampler settings are chosen without looking at the test
+identities; ``--split test`` reports the chosen settings on ``test/``. A data config that
+validates on "test" (FOMM's VoxCeleb layout has no ``val/``) gets a warning: there the two are
+the same clips. Checkpoints trained before the synthetic world had a ``val/`` need
+``--override data.generator.num_val_ids=4 data.generator.val_clips_per_id=2`` (a new dataset
+folder with the same train and test clips plus ``val/``) or ``--split test``.
 """
 
 from __future__ import annotations
@@ -13,15 +22,18 @@ from __future__ import annotations
 import argparse
 import csv
 import time
+import warnings
 from collections import defaultdict
 from pathlib import Path
 
 import torch
 from hydra.utils import instantiate
+from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from fadm_lightning.checkpoints import load_pipeline
 from fadm_lightning.data.annotations import collated_clip_frames
+from fadm_lightning.data.voxceleb import VoxCelebClipDataset
 from fadm_lightning.metrics.image import frame_metrics
 
 
@@ -36,6 +48,39 @@ def parse_setting(text: str) -> tuple[int, float, float, bool]:
         ) from err
 
 
+SPLIT_CHOICES = ("val", "test")
+
+
+def clip_loader(datamodule, split: str = "val") -> tuple[DataLoader, str]:
+    """Whole clips (batch size 1) of ``split`` and the folder they come from.
+
+    "test" is the data module's test loader (``root/test``); "val" reads the clips of its
+    validation split ``datamodule.val_split`` with the test settings (max frames, stride), and
+    warns when that split is "test" (no separate validation identities in that root).
+    """
+    if split not in SPLIT_CHOICES:
+        raise ValueError(f"split must be one of {SPLIT_CHOICES}, got {split!r}")
+    if split == "test":
+        datamodule.setup("test")
+        return datamodule.test_dataloader(), "test"
+    folder = getattr(datamodule, "val_split", "test")
+    if folder == "test":
+        warnings.warn(
+            "the data config validates on 'test' (no val/ split, e.g. FOMM's VoxCeleb layout): "
+            "sampler settings compared with --split val are compared on the test identities",
+            stacklevel=2,
+        )
+    dataset = VoxCelebClipDataset(
+        datamodule.root,
+        image_size=datamodule.image_size,
+        max_frames=datamodule.test_max_frames,
+        frame_stride=datamodule.test_frame_stride,
+        split=folder,
+        index=datamodule.index,  # FileNotFoundError naming root/<folder> when absent
+    )
+    return DataLoader(dataset, batch_size=1, shuffle=False, num_workers=0), folder
+
+
 def evaluate(
     checkpoint: str,
     settings: list[tuple[int, float, float]],
@@ -43,15 +88,17 @@ def evaluate(
     chunk: int = 16,
     seed: int = 0,
     overrides: tuple[str, ...] = (),
+    split: str = "val",
 ) -> list[dict]:
+    """Rows of the table for ``settings`` on the clips of ``split`` ("val" or "test")."""
     pipe, cfg = load_pipeline(checkpoint, overrides=overrides)
     datamodule = instantiate(cfg.data, num_workers=0, persistent_workers=False)
     datamodule.prepare_data()
-    datamodule.setup("test")
+    loader, folder = clip_loader(datamodule, split)
+    print(f"split: {split} ({len(loader)} clips of {Path(datamodule.root) / folder})")
     sums: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
     seconds: dict[str, float] = defaultdict(float)
     count = 0
-    loader = datamodule.test_dataloader()
     total = len(loader) if max_clips is None else min(max_clips, len(loader))
     for index, batch in enumerate(tqdm(loader, total=total, desc="clips")):
         if max_clips is not None and index >= max_clips:
@@ -111,14 +158,36 @@ def main(argv: list[str] | None = None) -> None:
         type=parse_setting,
         default=[(20, 0.0, 1.0), (100, 1.0, 1.0), (20, 0.0, 0.3)],
     )
+    parser.add_argument(
+        "--split",
+        choices=SPLIT_CHOICES,
+        default="val",
+        help="val (default): the data config's validation split, for choosing settings; "
+        "test: the held-out test split, to report the chosen settings",
+    )
     parser.add_argument("--max-clips", type=int, default=None)
+    parser.add_argument(
+        "--override",
+        nargs="+",
+        default=[],
+        metavar="KEY=VALUE",
+        help="dot-list overrides of the checkpoint's stored configs, e.g. "
+        "data.generator.num_val_ids=4 data.generator.val_clips_per_id=2",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--csv", type=Path, default=None)
     parser.add_argument("--threads", type=int, default=None)
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    rows = evaluate(args.checkpoint, args.settings, args.max_clips, seed=args.seed)
+    rows = evaluate(
+        args.checkpoint,
+        args.settings,
+        args.max_clips,
+        seed=args.seed,
+        overrides=tuple(args.override),
+        split=args.split,
+    )
     print(markdown(rows))
     if args.csv:
         args.csv.parent.mkdir(parents=True, exist_ok=True)

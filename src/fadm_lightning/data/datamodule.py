@@ -29,8 +29,14 @@ def _accelerator_available() -> bool:
 
 
 class VoxCelebDataModule(L.LightningDataModule):
-    """Train on two-frame items of ``root/train``, validate on fixed pairs and test on whole clips
-    of ``root/test``.
+    """Train on two-frame items of ``root/train``, validate on fixed pairs of ``root/<val_split>``
+    and test on whole clips of ``root/test``.
+
+    Validation (and so checkpoint selection) reads ``val_split``. It defaults to "test" because
+    FOMM's VoxCeleb layout has only ``train/`` and ``test/`` (backwards compatible: model
+    selection then sees the test identities, as in FOMM/FADM); a root with a ``val/`` folder of
+    held-out identities, such as the synthetic world (:class:`SyntheticDataModule`, default
+    "val"), should validate on it so that the test split is only used for the final numbers.
 
     ``root`` is only read in ``setup()`` (or when ``index`` / ``has_annotations`` is first asked
     for), so a subclass may write the data in ``prepare_data()``. Under DDP Lightning swaps in a
@@ -53,6 +59,10 @@ class VoxCelebDataModule(L.LightningDataModule):
             an accelerator is present), persistent_workers (`bool`, defaults to True; forced
             False when ``num_workers`` is 0).
         num_val_pairs (`int`, defaults to 8): validation pairs.
+        val_split (`str`, defaults to "test"): the split (folder of ``root``) the validation pairs
+            come from: "val" where the root has held-out validation identities, "test" for the
+            FOMM VoxCeleb layout (the default, for backwards compatibility). ``setup`` raises
+            ``FileNotFoundError`` naming ``root/<val_split>`` when it does not exist.
         test_max_frames (`int`, *optional*), test_frame_stride (`int`, defaults to 1): test clips.
         cache_dir (`str`, *optional*): where the clip index is cached.
         max_read_retries (`int`, defaults to 10): a training item whose clip cannot be read is
@@ -63,7 +73,8 @@ class VoxCelebDataModule(L.LightningDataModule):
     required_paths = {
         "root": "a dataset root in the VoxCeleb layout of FOMM's preprocessing: root/train/ and "
         "root/test/ holding one <person id>#<video id>#<start>#<end>.mp4 per clip (an mp4 file or "
-        "a folder of 7-digit numbered PNG frames), e.g. data/vox-png/{train,test}"
+        "a folder of 7-digit numbered PNG frames), e.g. data/vox-png/{train,test} (an optional "
+        "root/val/ of validation identities is read when val_split=val)"
     }
 
     def __init__(
@@ -83,6 +94,7 @@ class VoxCelebDataModule(L.LightningDataModule):
         pin_memory: bool = True,
         persistent_workers: bool = True,
         num_val_pairs: int = 8,
+        val_split: str = "test",
         test_max_frames: int | None = None,
         test_frame_stride: int = 1,
         cache_dir: str | os.PathLike | None = None,
@@ -108,6 +120,11 @@ class VoxCelebDataModule(L.LightningDataModule):
         self.pin_memory = pin_memory
         self.persistent_workers = persistent_workers and num_workers > 0
         self.num_val_pairs = num_val_pairs
+        if not isinstance(val_split, str) or not val_split or "/" in val_split:
+            raise ValueError(
+                f"val_split must be a split folder name such as 'val', got {val_split!r}"
+            )
+        self.val_split = val_split
         self.test_max_frames = test_max_frames
         self.test_frame_stride = test_frame_stride
         self.cache_dir = cache_dir
@@ -124,9 +141,15 @@ class VoxCelebDataModule(L.LightningDataModule):
         return self._index
 
     @property
+    def splits(self) -> tuple[str, ...]:
+        """The splits this module reads: train, the validation split, test (no duplicates)."""
+        return tuple(dict.fromkeys(("train", self.val_split, "test")))
+
+    @property
     def has_annotations(self) -> bool:
-        """Whether both splits carry ground-truth annotations (``root/annotations/{train,test}``)."""
-        return self.index.has_annotations("train") and self.index.has_annotations("test")
+        """Whether every split read (train, ``val_split``, test) carries ground-truth annotations
+        (``root/annotations/<split>``); False when ``root/<val_split>`` does not exist."""
+        return all(self.index.has_split(s) and self.index.has_annotations(s) for s in self.splits)
 
     def setup(self, stage: str | None = None) -> None:
         if stage in (None, "fit") and self.train_set is None:
@@ -140,10 +163,12 @@ class VoxCelebDataModule(L.LightningDataModule):
                 max_read_retries=self.max_read_retries,
             )
         if stage in (None, "fit", "validate") and self.val_set is None:
+            self.index.require_split(self.val_split)  # names root/<val_split> when it is missing
             self.val_set = VoxCelebPairsDataset(
                 self.root,
                 image_size=self.image_size,
                 num_pairs=self.num_val_pairs,
+                split=self.val_split,
                 index=self.index,
             )
         if stage in (None, "test", "predict") and self.test_set is None:
@@ -190,22 +215,33 @@ class SyntheticDataModule(VoxCelebDataModule):
     The data goes to ``<root>/<hash of the generator settings>`` so that different settings never
     mix; generation happens once, in ``prepare_data`` (rank zero under DDP).
 
+    The world has three disjoint sets of identities: ``train/``, ``test/`` and, with
+    ``generator.num_val_ids > 0``, ``val/``. Validation reads ``val/`` by default, so checkpoint
+    and sampler selection never see the test identities; ``setup("fit")`` raises
+    ``FileNotFoundError`` when the generator settings write no ``val/`` (set
+    ``generator.num_val_ids`` or ``val_split="test"``). Testing reads ``test/`` as always.
+
     Args:
         root: parent folder of generated datasets.
         generator: keyword arguments of :func:`fadm_lightning.data.synthetic.generate_dataset`.
+        val_split (`str`, defaults to "val"): as :class:`VoxCelebDataModule`.
         **kwargs: as :class:`VoxCelebDataModule`.
     """
 
     required_paths: dict[str, str] = {}
 
     def __init__(
-        self, root: str | os.PathLike, generator: dict[str, Any] | None = None, **kwargs
+        self,
+        root: str | os.PathLike,
+        generator: dict[str, Any] | None = None,
+        val_split: str = "val",
+        **kwargs,
     ) -> None:
         self.generator_kwargs = dict(generator or {})
         digest = hashlib.sha1(
             json.dumps(self.generator_kwargs, sort_keys=True).encode()
         ).hexdigest()[:10]
-        super().__init__(root=Path(root) / f"synthetic-{digest}", **kwargs)
+        super().__init__(root=Path(root) / f"synthetic-{digest}", val_split=val_split, **kwargs)
 
     def prepare_data(self) -> None:
         from fadm_lightning.data.synthetic import generate_dataset

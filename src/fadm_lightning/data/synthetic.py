@@ -62,7 +62,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from fadm_lightning.data.annotations import annotation_path, save_annotation
+from fadm_lightning.data.annotations import ANNOTATION_DIR, annotation_path, save_annotation
 from fadm_lightning.data.video import write_mp4, write_png_folder
 
 IDENTITY_LAYOUT: dict[str, slice] = {
@@ -128,6 +128,8 @@ LIGHT_Y, LIGHT_Z = -0.45, 0.82  # view-space light direction (x from the identit
 
 DATASET_VERSION = 2
 CLIP_NAME = "id{:05d}#clip{:02d}.mp4"
+#: every split the writer knows, in the order of their person indices (train, test, then val)
+GENERATED_SPLITS = ("train", "test", "val")
 _CLIP_PATTERN = re.compile(r"^id\d{5}#clip\d{2}\.mp4$")
 
 
@@ -672,6 +674,8 @@ def generate_dataset(
     clips_per_id: int = 2,
     num_test_ids: int = 4,
     test_clips_per_id: int = 2,
+    num_val_ids: int = 0,
+    val_clips_per_id: int = 2,
     num_frames: int = 48,
     image_size: int = 64,
     fps: int = 25,
@@ -681,15 +685,24 @@ def generate_dataset(
 ) -> Path:
     """Write a synthetic talking-head dataset in the VoxCeleb layout; returns ``root``.
 
-    Layout: ``root/{train,test}/id{:05d}#clip{:02d}.mp4`` (an mp4 file, or with
-    ``format="png"`` a folder of that name holding 7-digit PNG frames), one annotation npz per
-    clip under ``root/annotations/<split>/`` and finally ``root/.complete`` (JSON of the
-    arguments). Train and test identities are disjoint (test ids follow the train ids). Every
-    identity and clip has its own random stream derived from ``seed``, so the same arguments
-    always give identical frames and annotations.
+    Layout: ``root/{train,test}/id{:05d}#clip{:02d}.mp4`` and, when ``num_val_ids > 0``,
+    ``root/val/…`` (an mp4 file, or with ``format="png"`` a folder of that name holding 7-digit
+    PNG frames), one annotation npz per clip under ``root/annotations/<split>/`` and finally
+    ``root/.complete`` (JSON of the arguments).
+
+    Identities: train persons are ``0 … num_train_ids − 1``, test persons follow them and the
+    validation persons follow the test ones (``num_train_ids + num_test_ids …``), so the three
+    splits are disjoint. Every identity and clip has its own random stream derived from
+    ``(seed, person, clip)``, so the same arguments always give identical frames and
+    annotations, and adding validation identities leaves the train and test clips bit-for-bit
+    unchanged. Validation clips have ``num_frames`` frames, like the others.
 
     Idempotent: with a ``.complete`` for the same arguments this returns at once; a
-    ``.complete`` for other arguments raises ``ValueError``.
+    ``.complete`` for other arguments raises ``ValueError``. With ``num_val_ids=0`` the marker
+    has no validation keys, exactly as written before the validation split existed. An
+    interrupted run is redone by calling again: clips (and annotations) that the arguments no
+    longer plan, in any split, are deleted first, and an empty ``val/`` left by an earlier plan
+    with validation identities is removed.
     """
     root = Path(root)
     if format not in ("mp4", "png"):
@@ -699,10 +712,15 @@ def generate_dataset(
         ("clips_per_id", clips_per_id),
         ("num_test_ids", num_test_ids),
         ("test_clips_per_id", test_clips_per_id),
+        ("num_val_ids", num_val_ids),
+        ("val_clips_per_id", val_clips_per_id),
     ):
         if not 0 <= value:
             raise ValueError(f"{name} must be ≥ 0, got {value}")
-    if max(clips_per_id, test_clips_per_id) > 100 or num_train_ids + num_test_ids > 100_000:
+    if (
+        max(clips_per_id, test_clips_per_id, val_clips_per_id) > 100
+        or num_train_ids + num_test_ids + num_val_ids > 100_000
+    ):
         raise ValueError("too many clips per id (≤ 100) or identities (≤ 100000) for the names")
     if num_frames < 1 or image_size < 8:
         raise ValueError(f"need num_frames ≥ 1 and image_size ≥ 8, got {num_frames}, {image_size}")
@@ -711,6 +729,11 @@ def generate_dataset(
         "clips_per_id": int(clips_per_id),
         "num_test_ids": int(num_test_ids),
         "test_clips_per_id": int(test_clips_per_id),
+        **(
+            {"num_val_ids": int(num_val_ids), "val_clips_per_id": int(val_clips_per_id)}
+            if num_val_ids > 0
+            else {}  # no validation split: the marker of datasets written before it existed
+        ),
         "num_frames": int(num_frames),
         "image_size": int(image_size),
         "fps": int(fps),
@@ -733,15 +756,21 @@ def generate_dataset(
             "asked for; delete that folder or choose another root"
         )
 
+    # (split, number of ids, clips per id); person indices run on across the splits in this
+    # order, so a split appended at the end never shifts the persons (and streams) before it
+    layout = (
+        ("train", num_train_ids, clips_per_id),
+        ("test", num_test_ids, test_clips_per_id),
+        ("val", num_val_ids, val_clips_per_id),
+    )
     plan: list[tuple[str, int, int]] = []  # (split, person, clip)
-    plan += [("train", p, k) for p in range(num_train_ids) for k in range(clips_per_id)]
-    first_test = num_train_ids
-    plan += [
-        ("test", p, k)
-        for p in range(first_test, first_test + num_test_ids)
-        for k in range(test_clips_per_id)
-    ]
+    first = 0
+    for split, num_ids, clips in layout:
+        plan += [(split, p, k) for p in range(first, first + num_ids) for k in range(clips)]
+        first += num_ids
     _remove_stale_clips(root, {(s, CLIP_NAME.format(p, k)) for s, p, k in plan})
+    if num_val_ids == 0:
+        _remove_empty_split(root, "val")  # left by an interrupted run that planned one
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # small tensors: one thread is fastest, and shares the CPU well
@@ -749,7 +778,7 @@ def generate_dataset(
         _write_clips(root, plan, seed, num_frames, image_size, fps, format, progress)
     finally:
         torch.set_num_threads(threads)
-    for split in ("train", "test"):
+    for split in ("train", "test", "val") if num_val_ids > 0 else ("train", "test"):
         (root / split).mkdir(parents=True, exist_ok=True)
     marker.write_text(json.dumps(args, indent=2) + "\n")
     return root
@@ -792,7 +821,7 @@ def _write_clips(
 
 def _remove_stale_clips(root: Path, keep: set[tuple[str, str]]) -> None:
     """Delete clips (and their annotations) of an interrupted earlier run that are not planned."""
-    for split in ("train", "test"):
+    for split in GENERATED_SPLITS:
         folder = root / split
         if not folder.is_dir():
             continue
@@ -801,3 +830,12 @@ def _remove_stale_clips(root: Path, keep: set[tuple[str, str]]) -> None:
                 continue
             shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
             annotation_path(root, split, entry.name).unlink(missing_ok=True)
+
+
+def _remove_empty_split(root: Path, split: str) -> None:
+    """Remove ``root/<split>`` and ``root/annotations/<split>`` when they hold nothing."""
+    for folder in (root / split, root / ANNOTATION_DIR / split):
+        try:
+            folder.rmdir()  # only succeeds when empty: foreign files are never deleted
+        except OSError:
+            pass

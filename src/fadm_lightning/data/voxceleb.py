@@ -3,13 +3,16 @@
 ```
 root/train/<person id>#<video id>#<start>#<end>.mp4          an mp4 file, or a folder of that
 root/test/…                                                  name holding 0000000.png, …
+root/val/…                                                   optional (FOMM's VoxCeleb has none)
 root/annotations/<split>/<clip name>.npz                     optional, see annotations.py
 ```
 
-* ``VoxCelebIndex``: clips, frame counts and person ids of both splits, cached as JSON.
+* ``VoxCelebIndex``: clips, frame counts and person ids of every split present, cached as JSON.
 * ``VoxCelebTrainDataset``: FOMM ``FramesDataset`` training items (two frames of one clip) with
   identity sampling, ``DatasetRepeater``-style repeats and the FOMM augmentations.
-* ``VoxCelebPairsDataset``: deterministic (source, driving) frame pairs of test clips (validation).
+* ``VoxCelebPairsDataset``: deterministic (source, driving) frame pairs of one split's clips
+  (validation: ``val/`` where the root has it, e.g. the synthetic world; FOMM's layout only has
+  ``test/``).
 * ``VoxCelebClipDataset``: whole test clips (reconstruction evaluation, §5.4).
 
 Frames are float32 in [0, 1], 3×H×W (or T×3×H×W), resized on load when their size differs from
@@ -58,13 +61,15 @@ from fadm_lightning.data.video import (
 
 log = logging.getLogger(__name__)
 
-SPLITS = ("train", "test")
+SPLITS = ("train", "test")  # required in every root
+OPTIONAL_SPLITS = ("val",)  # indexed when the folder exists (the synthetic world writes one)
 CLIP_SUFFIX = ".mp4"
 INDEX_VERSION = 1
 LAYOUT_HELP = (
     "expected the VoxCeleb layout: <root>/train/ and <root>/test/, each holding clips named "
     "'<person id>#<video id>#<start>#<end>.mp4', either mp4 files or folders of that name with "
-    "7-digit PNG frames (0000000.png, …)"
+    "7-digit PNG frames (0000000.png, …); an optional <root>/val/ of the same form holds "
+    "validation identities"
 )
 
 
@@ -99,7 +104,12 @@ def _candidate_names(split_dir: Path) -> list[str]:
 
 
 class VoxCelebIndex:
-    """Clips and person ids of ``root/train`` and ``root/test``, cached as JSON.
+    """Clips and person ids of ``root/train``, ``root/test`` and, when present, ``root/val``,
+    cached as JSON.
+
+    ``train/`` and ``test/`` must exist; ``val/`` is optional (the FOMM VoxCeleb layout has
+    none). ``splits`` lists the splits found; asking a dataset for a split that is absent raises
+    ``FileNotFoundError`` naming the folder (``require_split``).
 
     The cache file lives in ``cache_dir`` (default ``~/.cache/fadm_lightning/voxceleb_index``),
     keyed by the resolved root path, and is rebuilt when a split folder's mtime or its list of
@@ -125,16 +135,20 @@ class VoxCelebIndex:
         )
         digest = hashlib.sha1(str(self.root).encode()).hexdigest()[:16]
         self.cache_file = self.cache_dir / f"{self.root.name}-{digest}.json"
+        #: the splits of this root: train, test, then the optional ones whose folder exists
+        self.splits: tuple[str, ...] = SPLITS + tuple(
+            s for s in OPTIONAL_SPLITS if (self.root / s).is_dir()
+        )
 
-        fingerprint = {s: self._fingerprint(s) for s in SPLITS}
+        fingerprint = {s: self._fingerprint(s) for s in self.splits}
         cached = self._read_cache(fingerprint)
         self.from_cache = cached is not None
         if cached is None:
-            cached = {s: self._scan(s, fingerprint[s]["names"]) for s in SPLITS}
+            cached = {s: self._scan(s, fingerprint[s]["names"]) for s in self.splits}
             self._write_cache(fingerprint, cached)
         self.clips: dict[str, list[Clip]] = {}
         self.skipped: dict[str, dict[str, str]] = {}
-        for split in SPLITS:
+        for split in self.splits:
             self.clips[split] = [
                 Clip(name, self.root / split / name, person_id(name), int(n))
                 for name, n in cached[split]["clips"]
@@ -159,6 +173,21 @@ class VoxCelebIndex:
             out.setdefault(clip.person_id, []).append(clip)
         return out
 
+    def has_split(self, split: str) -> bool:
+        """Whether the root has the split (its folder existed when the index was built)."""
+        return split in self.clips
+
+    def require_split(self, split: str) -> list[Clip]:
+        """The clips of ``split``; ``FileNotFoundError`` naming ``root/<split>`` when absent."""
+        if split not in self.clips:
+            raise FileNotFoundError(
+                f"VoxCeleb root {self.root} has no '{split}' split ({self.root / split} missing; "
+                f"this root has {', '.join(self.splits)}). The FOMM VoxCeleb layout has only "
+                "train/ and test/: validate on 'test' there (val_split=test), or generate the "
+                "synthetic world with validation identities (generator.num_val_ids > 0)"
+            )
+        return self.clips[split]
+
     def has_annotations(self, split: str) -> bool:
         """Whether ``root/annotations/<split>/`` exists (then every clip must have its npz)."""
         return (self.root / ANNOTATION_DIR / split).is_dir()
@@ -167,9 +196,7 @@ class VoxCelebIndex:
         return annotation_path(self.root, split, clip.name)
 
     def _split(self, split: str) -> list[Clip]:
-        if split not in self.clips:
-            raise KeyError(f"unknown split {split!r}; the index has {list(self.clips)}")
-        return self.clips[split]
+        return self.require_split(split)
 
     # -- building and caching ----------------------------------------------------------------
     def _fingerprint(self, split: str) -> dict[str, Any]:
@@ -199,7 +226,9 @@ class VoxCelebIndex:
         if data.get("version") != INDEX_VERSION or data.get("root") != str(self.root):
             return None
         splits = data.get("splits", {})
-        for split in SPLITS:
+        if set(splits) != set(fingerprint):  # a split folder appeared or went away
+            return None
+        for split in fingerprint:
             entry = splits.get(split)
             if entry is None or entry.get("mtime_ns") != fingerprint[split]["mtime_ns"]:
                 return None
@@ -212,7 +241,9 @@ class VoxCelebIndex:
         data = {
             "version": INDEX_VERSION,
             "root": str(self.root),
-            "splits": {s: {"mtime_ns": fingerprint[s]["mtime_ns"], **scanned[s]} for s in SPLITS},
+            "splits": {
+                s: {"mtime_ns": fingerprint[s]["mtime_ns"], **scanned[s]} for s in fingerprint
+            },
         }
         try:
             self.cache_dir.mkdir(parents=True, exist_ok=True)
@@ -306,7 +337,7 @@ class _SplitDataset(Dataset):
         self.index = index if index is not None else VoxCelebIndex(root, cache_dir)
         self.split = split
         self.size = _size(image_size)
-        self.clips = self.index.clips[split]
+        self.clips = self.index.require_split(split)
         if not self.clips:
             raise ValueError(f"{self.index.root / split} holds no readable clips; {LAYOUT_HELP}")
         self.has_annotations = self.index.has_annotations(split)
@@ -440,6 +471,9 @@ class VoxCelebTrainDataset(_SplitDataset):
 class VoxCelebPairsDataset(_SplitDataset):
     """Deterministic validation pairs: pair k takes clip k (cycling), source = frame 0, driving =
     frame ``(k · 7919 + n // 2) mod n`` of its n frames. Same item dict as training, no augmentation.
+
+    The split defaults to "test" (FOMM's layout has no other held-out split); the data module
+    passes its ``val_split`` ("val" for the synthetic world).
 
     Args:
         root (`str` or `os.PathLike`): dataset root (ignored when ``index`` is given).
