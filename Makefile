@@ -9,7 +9,7 @@ TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help venv demo test test-slow test-all test-parity bench-quality bench-sampling bench-data lint format clean
+.PHONY: help venv demo test test-slow test-all test-parity bench-quality bench-ablation bench-sampling bench-data lint format clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-15s\033[0m %s\n", $$1, $$2}'
@@ -38,8 +38,19 @@ test-parity: venv ## compare with the official FADM code: FADM_OFFICIAL_REPO=/pa
 	@test -n "$$FADM_OFFICIAL_REPO" || { echo "FADM_OFFICIAL_REPO=/path/to/FADM make test-parity (a checkout of github.com/zengbohan0217/FADM)"; exit 2; }
 	$(PY) -m pytest tests/parity -rs $(PYTEST_ARGS)
 
-bench-quality: venv ## train the synthetic default longer and report coarse vs refined L1/PSNR/SSIM
+bench-quality: venv ## train the synthetic default longer (~35 min) and report coarse vs refined on the test identities
 	$(PY) -m fadm_lightning.train experiment=synthetic_quality logger=csv
+
+# Table 3 in miniature: each variant at the demo's budget with 3 seeds, tested on the test identities
+ABLATION_DIR ?= logs/ablation
+ABLATION_VARIANTS ?= full: no_color:model.agcn.use_appearance=false no_motion:model.agcn.use_motion_weighting=false
+ABLATION_SEEDS ?= 1 2 3
+bench-ablation: venv ## Table 3 in miniature: full / w/o color / w/o motion x 3 seeds (~45 min), mean ± std
+	@for seed in $(ABLATION_SEEDS); do for v in $(ABLATION_VARIANTS); do \
+	  $(PY) -m fadm_lightning.train logger=csv seed=$$seed $${v#*:} \
+	    hydra.run.dir=$(ABLATION_DIR)/$${v%%:*}_seed$$seed || exit 1; \
+	done; done
+	$(PY) -m fadm_lightning.report multirun_dir=$(ABLATION_DIR)
 
 bench-sampling: venv ## coarse vs refined quality and speed of CKPT=... for several sampler settings
 	$(PY) -m fadm_lightning.benchmarks.sampling $(CKPT)

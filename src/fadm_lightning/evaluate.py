@@ -48,6 +48,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm.auto import tqdm
 
+from fadm_lightning.callbacks.media import side_by_side, to_uint8, write_mp4
 from fadm_lightning.checkpoints import load_pipeline
 from fadm_lightning.data.annotations import (
     annotation_path,
@@ -55,7 +56,6 @@ from fadm_lightning.data.annotations import (
     load_annotation,
 )
 from fadm_lightning.data.pairs import CrossIdentityPairsDataset, load_or_make_pairs
-from fadm_lightning.data.video import write_mp4
 from fadm_lightning.metrics.suite import (
     FACE_BACKENDS,
     METRICS,
@@ -501,17 +501,12 @@ class Evaluator:
 
 
 def write_video(path: Path, source: torch.Tensor, frames: dict[str, torch.Tensor], order, fps):
-    """Panels side by side (left to right in ``order``); a 1-frame panel is repeated."""
-    count = max(v.shape[0] for v in frames.values())
-    panels = []
-    for name in order:
-        x = source if name == "source" else frames[name]
-        x = x.float().cpu().clamp(0, 1)
-        panels.append(x.expand(count, *x.shape[1:]) if x.shape[0] == 1 else x)
-    video = torch.cat(panels, dim=-1)  # T×3×H×(k·W)
-    uint8 = (video * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    write_mp4(path, uint8, fps=fps)
+    """Panels side by side (left to right in ``order``); a 1-frame panel is repeated.
+
+    H.264 yuv420p (the profile browsers play, so that W&B shows a playable video), with the
+    uint8 conversion of the training run's sample grids and test videos."""
+    panels = [source if name == "source" else frames[name] for name in order]
+    write_mp4(path, to_uint8(side_by_side(panels)), fps=fps)  # T×H×(k·W)×3
 
 
 # ----------------------------------------------------------------------------------------- tables
@@ -661,10 +656,11 @@ def log_to_loggers(cfg: DictConfig, suite, table, store: ResultStore, videos: li
                     data=[list(r.values()) for r in rows],
                 )
             if videos and hasattr(logger, "log_video"):
-                logger.log_video(
+                logger.log_video(  # wandb.Video of each mp4 file (H.264 yuv420p: playable)
                     key=f"{cfg.protocol}/samples",
                     videos=[str(v) for v in videos],
                     caption=[v.stem for v in videos],
+                    format=["mp4"] * len(videos),
                 )
         logger.log_metrics(metrics)
         logger.finalize("success")

@@ -25,7 +25,7 @@ from fadm_lightning.checkpoints import CONFIG_KEY
 from fadm_lightning.data.annotations import collated_clip_frames
 from fadm_lightning.metrics.image import frame_metrics
 from fadm_lightning.models.agcn import AGCN
-from fadm_lightning.pipeline import FADMPipeline
+from fadm_lightning.pipeline import FADMPipeline, min_snr_weight, training_target
 
 FROZEN_PREFIXES = ("coarse.", "attributes.")
 METRICS = ("l1", "psnr", "ssim")
@@ -36,13 +36,21 @@ class FADMLitModule(L.LightningModule):
     coarse: frozen coarse generator (``CoarseGenerator``).
     attributes: frozen attribute extractor (``AttributeExtractor``, has ``dim``).
     agcn: partial AGCN constructor; completed with ``attr_dim=attributes.dim``.
-    unet: partial ``UNet2DModel`` constructor; completed with ``in_channels = 3 + cond_channels``.
-    scheduler: ``DDIMScheduler`` (training noise schedule and sampling).
+    unet: partial ``UNet2DModel`` constructor; completed with ``in_channels = 3 + cond_channels``
+        (+ 3 with ``coarse_input``).
+    scheduler: ``DDIMScheduler`` (training noise schedule and sampling); its ``prediction_type``
+        ("epsilon" as eq. 11, "sample" or "v_prediction") is what the UNet learns to output.
     optimizer: partial optimizer constructor (``torch.optim.Adam`` …), completed with the
         trainable parameters.
     lr_scheduler: optional partial LR scheduler constructor.
     diffusion_loss: "mse" (paper, eq. 11: L2 on ε, mean) or "l1_sum" (official code).
     color_loss_weight: λ of L_color.
+    target: "image" (paper: the chain diffuses the driving frame d) or "residual" (it diffuses
+        d − g; sampling returns g + r̂, see :class:`FADMPipeline`). A residual refiner starts
+        with the UNet's output layer at zero, so with x_0-prediction it starts as the identity
+        (r̂ = 0: the coarse frame is returned unchanged).
+    coarse_input: the UNet also sees the coarse frame g at full resolution.
+    snr_gamma: γ of min-SNR-γ loss weighting over timesteps (None: unweighted, the paper).
     max_train_timestep: train on t ~ U{0, …, max_train_timestep − 1} only (None: the whole
         schedule, as in the paper). A model that is only ever sampled from the coarse frame
         noised to t < max_train_timestep (``val_strength`` < 1) spends its training there.
@@ -66,6 +74,9 @@ class FADMLitModule(L.LightningModule):
         lr_scheduler: Callable[..., Any] | None = None,
         diffusion_loss: str = "mse",
         color_loss_weight: float = 1.0,
+        target: str = "image",
+        coarse_input: bool = False,
+        snr_gamma: float | None = None,
         max_train_timestep: int | None = None,
         ema_decay: float | None = None,
         attributes_from: str = "driving",
@@ -79,6 +90,8 @@ class FADMLitModule(L.LightningModule):
         super().__init__()
         if diffusion_loss not in ("mse", "l1_sum"):
             raise ValueError(f"diffusion_loss must be 'mse' or 'l1_sum', got {diffusion_loss!r}")
+        if snr_gamma is not None and (snr_gamma <= 0 or diffusion_loss != "mse"):
+            raise ValueError(f"snr_gamma needs diffusion_loss='mse' and γ > 0, got {snr_gamma}")
         num_train_timesteps = scheduler.config.num_train_timesteps
         if max_train_timestep is not None and not 0 < max_train_timestep <= num_train_timesteps:
             raise ValueError(
@@ -101,7 +114,10 @@ class FADMLitModule(L.LightningModule):
         self.attributes = attributes.eval().requires_grad_(False)
         # trainable parts
         self.agcn = agcn(attr_dim=attributes.dim)
-        self.unet = unet(in_channels=3 + self.agcn.cond_channels)
+        self.unet = unet(in_channels=3 + self.agcn.cond_channels + (3 if coarse_input else 0))
+        if target == "residual":
+            nn.init.zeros_(self.unet.conv_out.weight)
+            nn.init.zeros_(self.unet.conv_out.bias)
         self.scheduler = scheduler
         self.optimizer_factory = optimizer
         self.lr_scheduler_factory = lr_scheduler
@@ -115,6 +131,8 @@ class FADMLitModule(L.LightningModule):
             coarse=self.coarse,
             attributes=self.attributes,
             attributes_from=attributes_from,
+            target=target,
+            coarse_input=coarse_input,
         )
         #: data/model/coarse/attributes configs stored in checkpoints (set by the train command)
         self.run_config: dict | None = None
@@ -126,7 +144,15 @@ class FADMLitModule(L.LightningModule):
                 for m in METRICS
                 for kind in ("coarse", "refined")
             }
+            | {  # test only: ST-LPIPS per frame; tdiff and flicker per clip (metrics.temporal)
+                f"test_{m}_{kind}": MeanMetric()
+                for m in ("stlpips", "tdiff", "flicker")
+                for kind in ("coarse", "refined")
+            }
         )
+        # the ST-LPIPS network, built at the first test_step: a plain attribute, not a submodule,
+        # so it is never trained, moved with the model, in the state_dict or in a checkpoint
+        self._perceptual = None
 
     # ------------------------------------------------------------------ parameters and modes
     def trainable_parameters(self):
@@ -156,7 +182,7 @@ class FADMLitModule(L.LightningModule):
 
     # ------------------------------------------------------------------ training
     def model_step(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
-        """One noise-prediction step on a batch of (source, driving) pairs."""
+        """One denoising step on a batch of (source, driving) pairs (eq. 11)."""
         source, driving = batch["source"], batch["driving"]
         # 1. frozen parts: coarse frame g and attr_s − attr_d
         coarse, attr_diff = self.pipeline.prepare(
@@ -166,19 +192,26 @@ class FADMLitModule(L.LightningModule):
             batch.get("driving_annotation"),
             attributes_from="driving",
         )
-        # 2. forward process: x_t = √ᾱ_t·x_0 + √(1−ᾱ_t)·ε with x_0 = d in [0, 1]
-        noise = torch.randn_like(driving)
+        # 2. forward process: x_t = √ᾱ_t·x_0 + √(1−ᾱ_t)·ε with x_0 = d in [0, 1] (or d − g)
+        x0 = self.pipeline.clean_sample(driving, coarse)
+        noise = torch.randn_like(x0)
         t_max = self.hparams.max_train_timestep or self.scheduler.config.num_train_timesteps
-        t = torch.randint(0, t_max, (driving.shape[0],), device=self.device)
-        x_t = self.scheduler.add_noise(driving, noise, t)
-        # 3. AGCN condition (eq. 7–10) and ε̂
+        t = torch.randint(0, t_max, (x0.shape[0],), device=self.device)
+        x_t = self.scheduler.add_noise(x0, noise, t)
+        # 3. AGCN condition (eq. 7–10) and the denoiser's output (ε̂, x̂_0 or v̂)
         condition, color_loss = self.agcn(coarse, attr_diff, t, driving=driving)
-        eps = self.unet(torch.cat([x_t, condition], dim=1), t).sample
+        output = self.unet(self.pipeline.denoiser_input(x_t, condition, coarse), t).sample
+        prediction_type = self.pipeline.prediction_type
+        abar = self.scheduler.alphas_cumprod.to(self.device)[t].view(-1, 1, 1, 1)
+        target = training_target(prediction_type, x0, noise, abar)
         # 4. eq. 11 (+ λ·L_color)
-        if self.hparams.diffusion_loss == "mse":
-            loss_eps = F.mse_loss(eps, noise)
+        if self.hparams.diffusion_loss == "l1_sum":
+            loss_eps = F.l1_loss(output, target, reduction="sum")
+        elif self.hparams.snr_gamma is None:
+            loss_eps = F.mse_loss(output, target)
         else:
-            loss_eps = F.l1_loss(eps, noise, reduction="sum")
+            weight = min_snr_weight(prediction_type, abar, self.hparams.snr_gamma)
+            loss_eps = (weight * (output - target).square()).mean()
         out = {"loss_eps": loss_eps, "loss": loss_eps}
         if color_loss is not None:
             out["loss_color"] = color_loss
@@ -247,6 +280,45 @@ class FADMLitModule(L.LightningModule):
                 self.log(f"{stage}/{name}_{kind}", metric.compute(), sync_dist=True)
                 metric.reset()
 
+    def _perceptual_metric(self, frame_size: tuple[int, ...]):
+        """The test stage's ST-LPIPS (:class:`~fadm_lightning.metrics.perceptual.STLPIPS`, its
+        network from the ``stlpips-pytorch`` wheel), built once, frozen, in eval mode; None when
+        it cannot run on frames of ``frame_size`` (the log says why, once)."""
+        from lightning.pytorch.utilities import rank_zero_info
+
+        if self._perceptual is None:
+            from fadm_lightning.metrics.perceptual import STLPIPS
+
+            self._perceptual = STLPIPS(device=self.device)
+            self._perceptual_skipped = set()
+            if self._perceptual.available:
+                rank_zero_info(f"test metric {STLPIPS.label}: {self._perceptual.weights}")
+        metric = self._perceptual
+        reason = metric.reason
+        if reason is None and min(frame_size) < metric.min_size:
+            reason = f"frames of {tuple(frame_size)} are below its {metric.min_size}-pixel minimum"
+        if reason is not None:
+            if reason not in self._perceptual_skipped:
+                rank_zero_info(f"test metric {metric.label} skipped: {reason}")
+                self._perceptual_skipped.add(reason)
+            return None
+        return metric.to(self.device)
+
+    def _update_clip_metrics(self, pred: dict[str, torch.Tensor], video: torch.Tensor) -> None:
+        """Test metrics of a whole clip (``pred``: T×3×H×W per kind, ``video``: the truth):
+        ST-LPIPS per frame, tdiff and flicker per clip (:mod:`~fadm_lightning.metrics.temporal`)."""
+        from fadm_lightning.metrics.temporal import temporal_metrics
+
+        perceptual = self._perceptual_metric(tuple(video.shape[-2:]))
+        chunk = self.hparams.test_chunk_size
+        for kind, frames in pred.items():
+            if perceptual is not None:
+                for start in range(0, video.shape[0], chunk):
+                    values = perceptual(frames[start : start + chunk], video[start : start + chunk])
+                    self.eval_metrics[f"test_stlpips_{kind}"].update(values.to(self.device))
+            for name, value in temporal_metrics(frames, video).items():
+                self.eval_metrics[f"test_{name}_{kind}"].update(value)
+
     # ------------------------------------------------------------------ validation and test
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, torch.Tensor]:
         losses = self.model_step(batch)
@@ -282,7 +354,9 @@ class FADMLitModule(L.LightningModule):
             self._update_eval_metrics("test", {"coarse": coarse, "refined": refined}, driving)
             outputs["coarse"].append(coarse)
             outputs["refined"].append(refined)
-        return {"video": video, **{k: torch.cat(v) for k, v in outputs.items()}}
+        clip = {k: torch.cat(v) for k, v in outputs.items()}
+        self._update_clip_metrics(clip, video)  # ST-LPIPS, tdiff, flicker (test only)
+        return {"video": video, **clip}
 
     # ------------------------------------------------------------------ optimisation
     def configure_optimizers(self):

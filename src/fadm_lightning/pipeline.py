@@ -50,7 +50,9 @@ def official_scheduler(
             noisiest timestep when steps are few).
     """
     if prediction_type not in PREDICTION_TYPES:
-        raise ValueError(f"prediction_type must be one of {PREDICTION_TYPES}, got {prediction_type!r}")
+        raise ValueError(
+            f"prediction_type must be one of {PREDICTION_TYPES}, got {prediction_type!r}"
+        )
     scale = 1000 / num_train_timesteps
     return DDIMScheduler(
         num_train_timesteps=num_train_timesteps,

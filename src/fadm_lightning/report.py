@@ -6,6 +6,13 @@
     python -m fadm_lightning.report multirun_dir=logs/evaluate/multiruns/<time> [output=DIR]
 
 The evaluate multirun writes the report itself when it ends (``report=true``, the default).
+
+A training multirun with seeds gives the same table from each run's own test stage, as mean ± std
+over the seeds (``test_metrics.json``, written by every training run that tests):
+
+    python -m fadm_lightning.train -m model.agcn.use_appearance=true,false seed=1,2,3
+    python -m fadm_lightning.report multirun_dir=logs/train/multiruns/<time>
+
 Each job's ``results.json`` gives one row (its refined output); the row is named after what
 varies between the jobs — the training overrides of its checkpoint (read from the training
 run's ``.hydra/overrides.yaml``) and the evaluation overrides — using the paper's names for the
@@ -191,14 +198,75 @@ def _protocol_table(
     return md_lines, csv_rows
 
 
+TEST_METRICS_FILE = "test_metrics.json"
+
+
+def _mean_std(values: list[float]) -> tuple[float, float]:
+    mean = sum(values) / len(values)
+    if len(values) < 2:
+        return mean, 0.0
+    return mean, (sum((v - mean) ** 2 for v in values) / (len(values) - 1)) ** 0.5
+
+
+def _seed_table(jobs: list[Path], multirun_dir: Path) -> tuple[list[str], list[list[str]]]:
+    """Markdown lines and CSV rows: training runs grouped by their overrides other than the seed,
+    each metric as mean ± sample std over the runs of a group."""
+    from fadm_lightning.evaluate import TRAINING_INFRASTRUCTURE
+    from fadm_lightning.results_table import results_table
+
+    skip = (*TRAINING_INFRASTRUCTURE, "num_threads")
+    runs = [
+        (
+            _overrides(d / ".hydra" / "overrides.yaml", skip),
+            json.loads((d / TEST_METRICS_FILE).read_text()),
+        )
+        for d in jobs
+    ]
+    keys = sorted({k for v, _ in runs for k in v})
+    varying = [k for k in keys if len({v.get(k) for v, _ in runs}) > 1]
+    groups: dict[tuple, list[dict[str, float]]] = {}
+    for variant, metrics in runs:
+        groups.setdefault(tuple(variant.get(k, "") for k in varying), []).append(metrics)
+    columns, _ = results_table(runs[0][1])
+    headers = ["variant", "runs", *(c.header for c in columns)]
+    md = ["# Ablation (paper Table 3) — mean ± std over seeds, test stage of each run", ""]
+    md += ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    csv_rows = [["variant", "runs", *(f"{c.key}_{s}" for c in columns for s in ("mean", "std"))]]
+
+    def add(name: str, group: list[dict[str, float]], kind: str) -> None:
+        cells, raw = [], []
+        for c in columns:
+            values = [m[f"test/{c.key}_{kind}"] for m in group if f"test/{c.key}_{kind}" in m]
+            if not values:
+                cells.append("—")
+                raw += ["", ""]
+                continue
+            mean, std = _mean_std(values)
+            cells.append(f"{mean:{c.fmt}} ± {std:{c.fmt}}")
+            raw += [f"{mean:.6g}", f"{std:.6g}"]
+        md.append(f"| {name} | {len(group)} | " + " | ".join(cells) + " |")
+        csv_rows.append([name, str(len(group)), *raw])
+
+    add("coarse generator", [m for _, m in runs], "coarse")
+    for values, group in groups.items():
+        add(variant_name(dict(zip(varying, values, strict=True)), varying), group, "refined")
+    md += ["", "Jobs:"]
+    md += [f"- {d.relative_to(multirun_dir).as_posix()}" for d in jobs]
+    md.append("")
+    return md, csv_rows
+
+
 def gather(multirun_dir: str | Path, output: str | Path | None = None) -> dict[str, Any]:
-    """Write ``report.md`` / ``report.csv`` for the evaluation jobs under ``multirun_dir``."""
+    """Write ``report.md`` / ``report.csv`` for the evaluation jobs under ``multirun_dir``, or
+    for the training runs there (mean ± std over seeds) when it holds no evaluation."""
     multirun_dir = Path(multirun_dir)
     jobs = find_jobs(multirun_dir)
-    if not jobs:
+    train_jobs = sorted(p.parent for p in multirun_dir.glob(f"**/{TEST_METRICS_FILE}"))
+    if not jobs and not train_jobs:
         raise FileNotFoundError(
-            f"no evaluation results (*/results.json) under {multirun_dir}; run "
-            "`python -m fadm_lightning.evaluate -m ckpt=…,…` first"
+            f"no evaluation results (*/results.json) nor training test metrics "
+            f"(*/{TEST_METRICS_FILE}) under {multirun_dir}; run "
+            "`python -m fadm_lightning.evaluate -m ckpt=…,…` or a training multirun first"
         )
     out_dir = Path(output) if output else multirun_dir
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -212,6 +280,8 @@ def gather(multirun_dir: str | Path, output: str | Path | None = None) -> dict[s
         lines, rows = _protocol_table(protocol, group, multirun_dir)
         md_lines += lines
         csv_rows += rows
+    if not jobs:
+        md_lines, csv_rows = _seed_table(train_jobs, multirun_dir)
 
     md = out_dir / "report.md"
     md.write_text("\n".join(md_lines))
@@ -241,7 +311,8 @@ def main(argv: list[str] | None = None) -> None:
     unknown = sorted(set(args) - {"multirun_dir", "output"})
     if "multirun_dir" not in args or unknown:
         raise SystemExit(
-            "usage: python -m fadm_lightning.report multirun_dir=<evaluate multirun folder> "
+            "usage: python -m fadm_lightning.report multirun_dir=<evaluate or training multirun "
+            "folder> "
             "[output=<folder>]" + (f" (unknown: {unknown})" if unknown else "")
         )
     paths = gather(args["multirun_dir"], args.get("output"))

@@ -6,6 +6,7 @@ sample grids, logs, the W&B offline run) go under the run directory (``hydra.run
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +17,7 @@ from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from fadm_lightning.checkpoints import config_for_checkpoint
-from fadm_lightning.fomm_lit_module import EVAL_METRICS
+from fadm_lightning.results_table import format_table
 
 CONFIG_DIR = str(Path(__file__).resolve().parents[2] / "conf")
 PREFLIGHT_GROUPS = ("data", "coarse", "attributes")
@@ -66,24 +67,6 @@ def instantiate_list(node: DictConfig | None) -> list[Any]:
     return [instantiate(c) for c in node.values() if c is not None and "_target_" in c]
 
 
-def format_table(metrics: dict[str, float], stage: str = "test") -> str:
-    """Markdown table of coarse vs refined L1/PSNR/SSIM from logged metrics (FADM), or of the
-    reconstruction L1 against its baselines (experiment=fomm_pretrain)."""
-    if f"{stage}/l1" in metrics:
-        rows = ["| frames | L1 ↓ |", "|---|---|"]
-        for name, label in EVAL_METRICS.items():
-            if f"{stage}/{name}" in metrics:
-                rows.append(f"| {label} | {metrics[f'{stage}/{name}']:.4f} |")
-        return "\n".join(rows)
-    rows = ["| frames | L1 ↓ | PSNR ↑ | SSIM ↑ |", "|---|---|---|---|"]
-    for kind in ("coarse", "refined"):
-        vals = [metrics.get(f"{stage}/{m}_{kind}") for m in ("l1", "psnr", "ssim")]
-        if any(v is None for v in vals):
-            continue
-        rows.append(f"| {kind} | {vals[0]:.4f} | {vals[1]:.2f} | {vals[2]:.4f} |")
-    return "\n".join(rows)
-
-
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Build everything from the config, fit, then test. Returns the metrics and artefact paths."""
     preflight(cfg)
@@ -125,6 +108,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     for cb in callbacks:
         if getattr(cb, "last_path", None) is not None:
             result["last_sample_grid"] = str(cb.last_path)
+        if getattr(cb, "video_paths", None):
+            result["test_videos"] = [str(p) for p in cb.video_paths]
     for logger in loggers:
         if logger.__class__.__name__ == "WandbLogger":
             result["wandb_run"] = str(Path(logger.experiment.dir).parent)
@@ -135,7 +120,15 @@ def train(cfg: DictConfig) -> dict[str, Any]:
                 summary.append(f"{key.replace('_', ' ').capitalize()}: {result[key]}")
         if "wandb_run" in result:
             summary.append(f"  (offline; upload with: wandb sync {result['wandb_run']})")
-        if any(k.startswith("test/") for k in metrics):
+        if result.get("test_videos"):
+            summary.append(
+                f"Test videos (truth | coarse | refined): {', '.join(result['test_videos'])}"
+            )
+        test_metrics = {k: v for k, v in metrics.items() if k.startswith("test/")}
+        if test_metrics:
+            # read by `python -m fadm_lightning.report` (mean ± std over the seeds of a multirun)
+            path = Path(result["output_dir"]) / "test_metrics.json"
+            path.write_text(json.dumps(test_metrics, indent=1, sort_keys=True))
             summary.append("Held-out test clips (source = first frame, driving = every frame):")
             summary.append(format_table(metrics, "test"))
         print("\n".join(summary), flush=True)

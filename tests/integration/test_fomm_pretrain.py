@@ -11,7 +11,8 @@ from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 
 from fadm_lightning.fomm_lit_module import EVAL_METRICS
-from fadm_lightning.train import MissingPathsError, format_table, train
+from fadm_lightning.results_table import format_table
+from fadm_lightning.train import MissingPathsError, train
 
 from ..conftest import TINY_OVERRIDES
 

@@ -630,18 +630,19 @@ def test_unset_sampler_settings_come_from_the_checkpoint(ckpt):
     from fadm_lightning.inference.model import OFFICIAL_SAMPLER, SamplerSettings, load_refiner
 
     refiner = load_refiner(ckpt, need_coarse=False)
-    # the tiny model is fadm_small: it validates with 20 DDIM steps, η 0, from t = 0.2·T, x̂_0 clipped
+    # the tiny model is fadm_small: it validates on a 20-step DDIM grid, η 0, from t = 0.1·T,
+    # x̂_0 clipped
     assert refiner.sampler_defaults == {
         "steps": 20,
         "eta": 0.0,
-        "strength": 0.2,
+        "strength": 0.1,
         "clip_sample": True,
     }
     settings = SamplerSettings(steps=5, seed=2).resolved(refiner.sampler_defaults)
     assert (settings.steps, settings.eta, settings.strength, settings.clip_sample) == (
         5,
         0.0,
-        0.2,
+        0.1,
         True,
     )
     assert (

@@ -6,9 +6,10 @@ from pathlib import Path
 
 import lightning as L
 import torch
-from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.utilities import rank_zero_only
-from torchvision.utils import make_grid, save_image
+from torchvision.utils import make_grid
+
+from fadm_lightning.callbacks.media import save_png, to_uint8, wandb_loggers
 
 COLUMNS = ("source", "driving", "coarse", "refined")
 
@@ -21,7 +22,8 @@ def sample_grid(outputs: dict[str, torch.Tensor], max_rows: int = 8) -> torch.Te
 
 
 class SampleGridCallback(L.Callback):
-    """Saves ``<dirpath>/step_XXXXXXX.png`` for the first validation batch and logs it to W&B.
+    """Saves ``<dirpath>/step_XXXXXXX.png`` for the first validation batch and logs it to W&B
+    (``val/samples``): the same uint8 pixels in both (W&B does not scale float tensors).
 
     Args:
         dirpath: folder for the PNGs (default: ``<trainer.default_root_dir>/samples``).
@@ -39,14 +41,10 @@ class SampleGridCallback(L.Callback):
     ):
         if batch_idx != 0 or trainer.sanity_checking or not isinstance(outputs, dict):
             return
-        grid = sample_grid(outputs, self.max_rows)
+        image = to_uint8(sample_grid(outputs, self.max_rows))  # H×W×3, for the file and W&B
         folder = Path(self.dirpath or Path(trainer.default_root_dir) / "samples")
-        folder.mkdir(parents=True, exist_ok=True)
-        path = folder / f"step_{trainer.global_step:07d}.png"
-        save_image(grid, path)
-        self.last_path = path
-        for logger in trainer.loggers:
-            if isinstance(logger, WandbLogger):
-                logger.log_image(
-                    "val/samples", [grid], step=trainer.global_step, caption=[" | ".join(COLUMNS)]
-                )
+        self.last_path = save_png(image, folder / f"step_{trainer.global_step:07d}.png")
+        for logger in wandb_loggers(trainer):
+            logger.log_image(
+                "val/samples", [image], step=trainer.global_step, caption=[" | ".join(COLUMNS)]
+            )

@@ -2,6 +2,9 @@
 
 * :mod:`~fadm_lightning.metrics.image` — L1, PSNR, SSIM per frame (torchmetrics, no network);
 * :mod:`~fadm_lightning.metrics.lpips_fid` — ``LPIPS[alex]`` and ``FID[inception-2015-12-05]``;
+* :mod:`~fadm_lightning.metrics.perceptual` — ``ST-LPIPS[alex]`` (its network ships in the
+  ``stlpips-pytorch`` wheel: offline);
+* :mod:`~fadm_lightning.metrics.temporal` — ``tdiff`` and ``flicker``, per clip (no network);
 * :mod:`~fadm_lightning.metrics.face` — ``AKD[dlib-68]``, ``AED[dlib-resnet]``,
   ``CSIM[dlib-resnet]`` (the defaults, offline);
 * :mod:`~fadm_lightning.metrics.face_protocol` — the paper's protocol networks from user files:

