@@ -131,6 +131,14 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             path.write_text(json.dumps(test_metrics, indent=1, sort_keys=True))
             summary.append("Held-out test clips (source = first frame, driving = every frame):")
             summary.append(format_table(metrics, "test"))
+            if "test/l1_refined" in metrics:
+                from fadm_lightning.metrics.lpips_fid import LPIPSAlex
+
+                summary.append(
+                    f"{LPIPSAlex.label}: unavailable in the training test stage; `python -m "
+                    "fadm_lightning.evaluate ckpt=<checkpoint> metrics.lpips_alexnet=PATH` computes "
+                    f"it ({LPIPSAlex(None).reason})"
+                )
         print("\n".join(summary), flush=True)
     return result
 

@@ -47,12 +47,12 @@ def test_ddim_step_eta1_is_the_posterior_variance_ancestral_step(t):
     torch.testing.assert_close(out.double(), expected, rtol=1e-4, atol=1e-4)
 
 
-def tiny_pipeline(seed=0) -> FADMPipeline:
+def tiny_pipeline(seed=0, scheduler=None, **pipeline_kwargs) -> FADMPipeline:
     torch.manual_seed(seed)
     agcn = AGCN(attr_dim=4, feature_channels=4, hidden_channels=8, time_embed_dim=8, norm_groups=2)
     unet = UNet2DModel(
         sample_size=16,
-        in_channels=6,
+        in_channels=9 if pipeline_kwargs.get("coarse_input") else 6,  # cat(x_t, c[, g])
         out_channels=3,
         block_out_channels=(8, 16),
         layers_per_block=1,
@@ -60,7 +60,8 @@ def tiny_pipeline(seed=0) -> FADMPipeline:
         up_block_types=("UpBlock2D", "UpBlock2D"),
         norm_num_groups=4,
     )
-    return FADMPipeline(agcn.eval(), unet.eval(), official_scheduler(100))
+    scheduler = scheduler or official_scheduler(100)
+    return FADMPipeline(agcn.eval(), unet.eval(), scheduler, **pipeline_kwargs)
 
 
 def test_same_seed_same_samples_and_shared_noise():
@@ -142,20 +143,8 @@ def test_trailing_spacing_starts_few_steps_at_the_noisiest_timestep():
 
 
 def residual_pipeline(prediction_type="sample") -> FADMPipeline:
-    torch.manual_seed(0)
-    agcn = AGCN(attr_dim=4, feature_channels=4, hidden_channels=8, time_embed_dim=8, norm_groups=2)
-    unet = UNet2DModel(
-        sample_size=16,
-        in_channels=9,  # x_t, c, g
-        out_channels=3,
-        block_out_channels=(8, 16),
-        layers_per_block=1,
-        down_block_types=("DownBlock2D", "DownBlock2D"),
-        up_block_types=("UpBlock2D", "UpBlock2D"),
-        norm_num_groups=4,
-    )
     scheduler = official_scheduler(100, prediction_type, "trailing")
-    return FADMPipeline(agcn.eval(), unet.eval(), scheduler, target="residual", coarse_input=True)
+    return tiny_pipeline(scheduler=scheduler, target="residual", coarse_input=True)
 
 
 @pytest.mark.parametrize("steps,strength,eta", [(1, 1.0, 0.0), (4, 1.0, 1.0), (10, 0.3, 0.0)])
