@@ -291,3 +291,19 @@ def test_checkpoint_is_self_contained_for_inference(compose_train):
     assert [r["frames"] for r in rows][0] == "coarse" and len(rows) == 3
     assert all(0 <= r["l1"] <= 1 and r["psnr"] > 0 for r in rows)
     assert "| coarse |" in markdown(rows)
+
+
+def test_untrained_cpu_preset_returns_the_coarse_frame_and_learns_the_residual(compose_train):
+    """fadm_small diffuses d − g with x₀-prediction and a zero output layer: before training the
+    refined frame is g itself, and its training target is the residual d − g."""
+    cfg = compose_train()
+    coarse, attributes = instantiate(cfg.coarse), instantiate(cfg.attributes)
+    model = instantiate(cfg.model, coarse=coarse, attributes=attributes)
+    assert model.pipeline.target == "residual" and model.pipeline.prediction_type == "sample"
+    size = cfg.data.image_size
+    assert model.unet.config.in_channels == 3 + model.agcn.cond_channels + 3  # x_t, c, g
+    g = torch.rand(2, 3, size, size, generator=torch.Generator().manual_seed(0))
+    attr = torch.zeros(2, attributes.dim)
+    torch.testing.assert_close(model.refine(g, attr), g, atol=1e-5, rtol=0)
+    d = (g + 0.1).clamp(0, 1)
+    torch.testing.assert_close(model.pipeline.clean_sample(d, g), d - g)
