@@ -38,14 +38,6 @@ FIXTURES = REPO.parent / "shared" / "fixtures" / "voxceleb_sample"
 CELEBA_EYES = ((69.0, 111.0), (108.0, 111.0))  # mean eye centres of img_align_celeba (178×218)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _eyes(face, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     boxes = face.detect(image)
     assert len(boxes), "no face found"

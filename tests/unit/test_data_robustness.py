@@ -35,14 +35,6 @@ from fadm_lightning.data.voxceleb import VoxCelebIndex, VoxCelebTrainDataset
 FIXTURES = Path(__file__).resolve().parents[2].parent / "shared" / "fixtures" / "voxceleb_sample"
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 # -- helpers: files of every awkward kind ---------------------------------------------------------
 def write_png16(path: Path, array: np.ndarray) -> Path:
     """A 16-bit PNG (grayscale H×W, RGB H×W×3 or RGBA H×W×4 uint16), written by hand."""

@@ -73,15 +73,6 @@ SMALL_WRAPPER = dict(
 # ----------------------------------------------------------------------------- helpers
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny networks: one thread is faster than two on a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def read_reference_keys(path: Path = KEYS_FILE) -> dict[str, dict]:
     """``{network: {"params": int, "floats": int, "entries": [(key, shape, dtype), …]}}``."""
     networks: dict[str, dict] = {}

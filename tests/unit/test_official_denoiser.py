@@ -44,15 +44,6 @@ TINY = dict(
 )
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny networks: one thread is faster than two on a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def tiny_denoiser(seed: int = 0, **overrides) -> OfficialFADMDenoiser:
     """A tiny denoiser with every parameter randomised (incl. GroupNorm affine terms)."""
     torch.manual_seed(seed)

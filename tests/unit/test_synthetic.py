@@ -18,15 +18,6 @@ from fadm_lightning.models.coarse.synthetic import SyntheticCoarseGenerator
 LM = {name: i for i, name in enumerate(S.LANDMARK_NAMES)}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Many small tensor ops: one thread is fastest and does not stall on a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _world(n: int, seed: int = 0, frames: int = 48) -> tuple[torch.Tensor, ...]:
     """n random (identity, pose, expression) triples, one per identity: B×P, B×6, B×5."""
     ids, poses, exprs = [], [], []

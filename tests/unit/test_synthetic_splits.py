@@ -11,7 +11,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from hydra.utils import instantiate
 
 from fadm_lightning.benchmarks import sampling
@@ -34,14 +33,6 @@ TINY = dict(
     progress=False,
 )
 VAL = dict(num_val_ids=2, val_clips_per_id=1)
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
