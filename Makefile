@@ -38,14 +38,14 @@ test-parity: venv ## compare with the official FADM code: FADM_OFFICIAL_REPO=/pa
 	@test -n "$$FADM_OFFICIAL_REPO" || { echo "FADM_OFFICIAL_REPO=/path/to/FADM make test-parity (a checkout of github.com/zengbohan0217/FADM)"; exit 2; }
 	$(PY) -m pytest tests/parity -rs $(PYTEST_ARGS)
 
-bench-quality: venv ## train the synthetic default longer (~35 min) and report coarse vs refined on the test identities
+bench-quality: venv ## train the synthetic default longer (29 min measured) and report coarse vs refined on the test identities
 	$(PY) -m fadm_lightning.train experiment=synthetic_quality logger=csv
 
 # Table 3 in miniature: each variant at the demo's budget with 3 seeds, tested on the test identities
 ABLATION_DIR ?= logs/ablation
 ABLATION_VARIANTS ?= full: no_color:model.agcn.use_appearance=false no_motion:model.agcn.use_motion_weighting=false
 ABLATION_SEEDS ?= 1 2 3
-bench-ablation: venv ## Table 3 in miniature: full / w/o color / w/o motion x 3 seeds (~45 min), mean ± std
+bench-ablation: venv ## Table 3 in miniature: full / w/o color / w/o motion x 3 seeds at the demo budget, mean ± std
 	@for seed in $(ABLATION_SEEDS); do for v in $(ABLATION_VARIANTS); do \
 	  $(PY) -m fadm_lightning.train logger=csv seed=$$seed $${v#*:} \
 	    hydra.run.dir=$(ABLATION_DIR)/$${v%%:*}_seed$$seed || exit 1; \
