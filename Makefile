@@ -9,7 +9,7 @@ TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help venv demo test test-slow test-all test-parity bench-quality bench-ablation bench-sampling bench-data lint format clean
+.PHONY: help venv demo test test-slow test-all test-parity bench-quality bench-ablation bench-sampling bench-data bench-speed bench-gpu bench-distill lint format clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-15s\033[0m %s\n", $$1, $$2}'
@@ -57,6 +57,23 @@ bench-sampling: venv ## coarse vs refined quality and speed of CKPT=... for seve
 
 bench-data: venv ## data-loading throughput of each data module (pairs/s per worker, workers per GPU)
 	$(PY) -m fadm_lightning.benchmarks.data
+
+# the few-step student of `make bench-quality`'s checkpoint (docs/distillation.md)
+TEACHER ?= logs/bench_quality/checkpoints/last.ckpt
+DISTILL_DIR ?= logs/distill/student
+bench-distill: venv ## distil a 1-call student from TEACHER=… (default: bench-quality's) and print its quality table on the test identities
+	@test -f "$(TEACHER)" || { echo "TEACHER=$(TEACHER): no such checkpoint (run make bench-quality first, or set TEACHER=…)"; exit 2; }
+	$(PY) -m fadm_lightning.train experiment=fadm_distill teacher=$(TEACHER) logger=csv test=false hydra.run.dir=$(DISTILL_DIR)
+	$(PY) -m fadm_lightning.benchmarks.distill --teacher $(TEACHER) --student $(DISTILL_DIR) --split val --teacher-settings own --markdown $(DISTILL_DIR)/quality_val.md
+	$(PY) -m fadm_lightning.benchmarks.distill --teacher $(TEACHER) --student $(DISTILL_DIR) --split test --markdown $(DISTILL_DIR)/quality_test.md --json $(DISTILL_DIR)/quality_test.json
+
+SPEED_ARGS ?=
+bench-speed: venv ## end-to-end animate speed: official 100-step sampler vs the student's fastest preset (SPEED_ARGS=...)
+	$(PY) -m fadm_lightning.benchmarks.speed $(SPEED_ARGS)
+
+GPU_OUT ?= logs/bench_gpu
+bench-gpu: venv ## rectify speed on one GPU (official vs student, fp32/bf16/compile, < 5 min) into GPU_OUT
+	$(PY) -m fadm_lightning.benchmarks.gpu --out $(GPU_OUT)
 
 lint: venv ## ruff lint and format check
 	$(VENV)/bin/ruff check src tests

@@ -30,12 +30,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import hydra
 import numpy as np
 import torch
 from omegaconf import DictConfig
 from tqdm.auto import tqdm
 
+from fadm_lightning.config import hydra_main
 from fadm_lightning.data.video import read_image
 from fadm_lightning.inference import batch as batch_mode
 from fadm_lightning.inference import cli
@@ -59,7 +59,6 @@ from fadm_lightning.inference.model import (
 )
 from fadm_lightning.models.attributes.landmarks import NoFaceError
 
-CONFIG_DIR = str(Path(__file__).resolve().parents[2] / "conf")
 NAME = "animate"
 
 
@@ -364,7 +363,7 @@ def run(cfg: DictConfig) -> int:
     return 1 if summary["failed"] else 0
 
 
-@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="animate")
+@hydra_main("animate")
 def main(cfg: DictConfig) -> None:
     status = cli.run_command(NAME, lambda: run(cfg))
     if status:

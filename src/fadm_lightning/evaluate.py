@@ -39,7 +39,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import hydra
 import numpy as np
 import torch
 from hydra.errors import InstantiationException
@@ -50,6 +49,7 @@ from tqdm.auto import tqdm
 
 from fadm_lightning.callbacks.media import side_by_side, to_uint8, write_mp4
 from fadm_lightning.checkpoints import load_pipeline
+from fadm_lightning.config import hydra_main
 from fadm_lightning.data.annotations import (
     annotation_path,
     clip_annotation,
@@ -67,7 +67,6 @@ from fadm_lightning.pipeline import FADMPipeline
 
 log = logging.getLogger(__name__)
 
-CONFIG_DIR = str(Path(__file__).resolve().parents[2] / "conf")
 PROTOCOLS = {
     "reconstruction": "Same-identity reconstruction (paper Table 1)",
     "cross_identity": "Cross-identity reenactment (paper Table 2)",
@@ -839,7 +838,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     }
 
 
-@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="evaluate")
+@hydra_main("evaluate")
 def main(cfg: DictConfig) -> None:
     torch.set_num_threads(int(cfg.get("num_threads") or torch.get_num_threads()))
     evaluate(cfg)

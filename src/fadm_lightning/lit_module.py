@@ -84,6 +84,7 @@ class FADMLitModule(L.LightningModule):
         val_eta: float = 0.0,
         val_strength: float = 1.0,
         val_clip_sample: bool = False,
+        val_start_noise: bool = True,
         test_chunk_size: int = 16,
         sample_seed: int = 0,
     ) -> None:
@@ -181,17 +182,22 @@ class FADMLitModule(L.LightningModule):
             self.logger.log_hyperparams(self.parameter_counts())
 
     # ------------------------------------------------------------------ training
-    def model_step(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
-        """One denoising step on a batch of (source, driving) pairs (eq. 11)."""
-        source, driving = batch["source"], batch["driving"]
-        # 1. frozen parts: coarse frame g and attr_s − attr_d
-        coarse, attr_diff = self.pipeline.prepare(
-            source,
-            driving,
+    def prepare_batch(self, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
+        """The frozen parts on a training batch: coarse frame g and attr_s − attr_d (attr_d from
+        the driving frame, as in training)."""
+        return self.pipeline.prepare(
+            batch["source"],
+            batch["driving"],
             batch.get("source_annotation"),
             batch.get("driving_annotation"),
             attributes_from="driving",
         )
+
+    def model_step(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
+        """One denoising step on a batch of (source, driving) pairs (eq. 11)."""
+        driving = batch["driving"]
+        # 1. frozen parts: coarse frame g and attr_s − attr_d
+        coarse, attr_diff = self.prepare_batch(batch)
         # 2. forward process: x_t = √ᾱ_t·x_0 + √(1−ᾱ_t)·ε with x_0 = d in [0, 1] (or d − g)
         x0 = self.pipeline.clean_sample(driving, coarse)
         noise = torch.randn_like(x0)
@@ -263,6 +269,7 @@ class FADMLitModule(L.LightningModule):
             eta=self.hparams.val_eta,
             strength=self.hparams.val_strength,
             clip_sample=self.hparams.val_clip_sample,
+            start_noise=self.hparams.val_start_noise,
             seed=self.hparams.sample_seed,
         )
 

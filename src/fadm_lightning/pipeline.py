@@ -255,6 +255,7 @@ class FADMPipeline:
         generator: torch.Generator | None = None,
         noise: list[torch.Tensor] | None = None,
         clip_sample: bool = False,
+        start_noise: bool = True,
         progress: bool = False,
     ) -> torch.Tensor:
         """Refine coarse frames with the DDIM loop.
@@ -273,6 +274,10 @@ class FADMPipeline:
                 [0, 1]) and use the matching ε (DDIM with clipped x̂_0). The official sampler
                 does not clip; clipping keeps an imperfect ε̂ from blowing up at the very noisy end of the schedule
                 (ᾱ_99 ≈ 2e-5 amplifies an ε error by 1/√ᾱ ≈ 220 in x̂_0).
+            start_noise: False starts from the coarse frame without any noise, x = √ᾱ_t·x_0(g)
+                at the first timestep (0 for the residual target): with ``eta=0`` the sampler is
+                then a deterministic function of (g, attributes), as a distilled student samples
+                (:mod:`fadm_lightning.distill`).
             progress: show a progress bar over the steps.
         Returns:
             x̂_0, B×3×H×W clamped to [0, 1].
@@ -282,7 +287,6 @@ class FADMPipeline:
         if num_inference_steps < 1:
             raise ValueError(f"num_inference_steps must be ≥ 1, got {num_inference_steps}")
         scheduler = DDIMScheduler.from_config(self.scheduler.config)
-        prediction_type = self.prediction_type
         device, dtype = coarse.device, coarse.dtype
         scheduler.set_timesteps(num_inference_steps, device=device)
         timesteps = scheduler.timesteps
@@ -300,22 +304,50 @@ class FADMPipeline:
         # the chain's x_0 is the frame (target "image") or the residual x − g ("residual"):
         # the coarse frame is x_0 = g or r = 0, and x̂_0 is clipped so that the frame is in [0, 1]
         offset = coarse if self.target == "residual" else torch.zeros_like(coarse)
-        if strength < 1:
+        if not start_noise:  # the noise-free point of the coarse frame at the first timestep
+            x = _alpha_bar(scheduler, timesteps[0], coarse).sqrt() * self.clean_sample(
+                coarse, coarse
+            )
+        elif strength < 1:
             start_t = timesteps[:1].repeat(coarse.shape[0])
             x = scheduler.add_noise(self.clean_sample(coarse, coarse), noise[0], start_t)
         else:
             x = noise[0]
         features = self.agcn.encode(coarse)  # t-independent part, once per frame
         for i, t in enumerate(tqdm(timesteps, desc="denoising", disable=not progress, leave=False)):
-            condition = self.agcn.condition(features, attr_diff, t)
-            output = self.unet(self.denoiser_input(x, condition, coarse), t).sample
+            output = self.denoise(x, t, features, attr_diff, coarse)
             if clip_sample:  # DDIM with x̂_0 clamped to the data range (and the matching output)
-                abar = _alpha_bar(scheduler, t, x)
-                x0, _ = x0_and_epsilon(prediction_type, output, x, abar)
-                x0 = torch.maximum(torch.minimum(x0, 1 - offset), -offset)
-                output = output_from_x0(prediction_type, x0, x, abar)
+                output = self.clip_output(scheduler, output, x, t, offset)
             x = scheduler.step(output, t, x, eta=eta, variance_noise=noise[i + 1]).prev_sample
         return (x + offset).clamp(0, 1)
+
+    def denoise(
+        self,
+        x_t: torch.Tensor,
+        t: torch.Tensor,
+        features,
+        attr_diff: torch.Tensor,
+        coarse: torch.Tensor,
+    ) -> torch.Tensor:
+        """One denoiser call: the AGCN condition at t (``features`` from ``agcn.encode(g)``) and
+        the UNet's output (ε̂, x̂_0 or v̂, as the scheduler's ``prediction_type`` says)."""
+        condition = self.agcn.condition(features, attr_diff, t)
+        return self.unet(self.denoiser_input(x_t, condition, coarse), t).sample
+
+    def clip_output(
+        self,
+        scheduler: DDIMScheduler,
+        output: torch.Tensor,
+        x_t: torch.Tensor,
+        t: torch.Tensor,
+        offset: torch.Tensor,
+    ) -> torch.Tensor:
+        """The output whose x̂_0 is clamped so that the frame (x̂_0 + offset) lies in [0, 1]."""
+        prediction_type = self.prediction_type
+        abar = _alpha_bar(scheduler, t, x_t)
+        x0, _ = x0_and_epsilon(prediction_type, output, x_t, abar)
+        x0 = torch.maximum(torch.minimum(x0, 1 - offset), -offset)
+        return output_from_x0(prediction_type, x0, x_t, abar)
 
     @torch.no_grad()
     def __call__(

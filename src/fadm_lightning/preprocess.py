@@ -5,13 +5,17 @@
 
 For every video under ``input_dir`` (any container PyAV reads, any size and frame rate):
 
-1. decode it (streaming, once to detect and once to crop, so long videos never sit in memory),
-   optionally resampled to ``fps``;
+1. decode it upright (the rotation metadata of a phone video is applied: the reader of the
+   inference commands, ``fadm_lightning.inference.media.iter_frames``), streaming, once to detect
+   and once to crop, so long videos never sit in memory, optionally resampled to ``fps``;
 2. detect faces in each frame with dlib (``DlibFace``; frames larger than ``detector.max_side``
    are scaled down for the detector only);
-3. link the boxes into tubes, cut one square per tube and drop tubes that are too short, too
-   small or leave the frame (``fadm_lightning.data.face_tubes``: FOMM's ``crop_vox.py`` rules);
-4. crop, resize to ``image_size`` (Lanczos, antialiased) and write
+3. link the boxes into tubes, cut one square per tube and drop tubes that are too short or too
+   small (``fadm_lightning.data.face_tubes``: FOMM's ``crop_vox.py`` rules); a square that leaves
+   the frame (a close-up) is padded by replicating the border, as inference pads it
+   (``out_of_frame=pad``, the default; ``out_of_frame=drop`` drops the tube, as ``crop_vox.py``);
+4. crop, resize to ``image_size`` (Lanczos, antialiased; ``face_tubes.cut_square``, the function
+   inference cuts its faces with) and write
    ``output_dir/<split>/<video stem>#<tube index:03d>#<start:06d>#<end:06d>.mp4``
    (frame indices of the written clip's timeline, end exclusive): an H.264 file with a key
    frame every ``gop`` frames (``format=mp4``), or a folder of that name holding
@@ -41,14 +45,15 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-import hydra
 import numpy as np
 from omegaconf import DictConfig
 from PIL import Image
 
+from fadm_lightning.config import hydra_main
 from fadm_lightning.data.face_tubes import (
     DROP_REASONS,
-    crop_square,
+    check_out_of_frame,
+    cut_square,
     inside,
     link_tubes,
     select_tubes,
@@ -63,7 +68,6 @@ from fadm_lightning.data.video import (
     remove_clip,
 )
 
-CONFIG_DIR = str(Path(__file__).resolve().parents[2] / "conf")
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".flv", ".gif")
 RECORD_DIR = Path(".preprocess") / "records"
 SUMMARY_FILE = "preprocess_summary.json"
@@ -82,7 +86,7 @@ class CropSettings:
     max_frames: int = 1024
     min_size: int = 256
     max_gap: int = 2
-    border: str = "drop"
+    out_of_frame: str = "pad"
     fps: float | None = None
     format: str = "mp4"
     crf: int = 15
@@ -137,37 +141,34 @@ def _frame_repeats(num_source: int, ratio: float | None) -> int:
 
 
 def iter_video(path: Path, fps: float | None, state: dict[str, Any]) -> Iterator[np.ndarray]:
-    """Decoded RGB frames on the output timeline (resampled to ``fps`` when given).
+    """Decoded RGB frames, upright, on the output timeline (resampled to ``fps`` when given).
 
-    ``state`` receives ``fps`` (of the output), ``source_fps`` and, if decoding stops early,
-    ``error`` (the frames decoded before it are still yielded).
+    Frames come from the inference commands' reader (``inference.media.iter_frames``: any
+    container, rotation metadata applied), so training clips and inference inputs are decoded
+    the same way. ``state`` receives ``fps`` (of the output), ``source_fps`` and, if decoding
+    stops early, ``error`` (the frames decoded before it are still yielded).
+
+    Raises:
+        VideoReadError: the file cannot be opened, has no video stream or no decodable frame.
     """
-    import av
+    from fadm_lightning.inference.media import iter_frames, probe_video
 
+    source_fps = float(probe_video(path).fps)
+    ratio = None if fps is None else float(fps) / source_fps
+    state.update(source_fps=source_fps, fps=source_fps if fps is None else float(fps))
+    decoded = 0
     try:
-        container = av.open(str(path))
-    except Exception as err:  # PyAV raises many FFmpegError subclasses, OSError, ValueError
-        raise VideoReadError(f"{path}: cannot open video ({err})") from err
-    with container:
-        if not container.streams.video:
-            raise VideoReadError(f"{path}: no video stream")
-        stream = container.streams.video[0]
-        stream.codec_context.thread_count = 1
-        rate = stream.average_rate or stream.guessed_rate or stream.base_rate
-        source_fps = float(rate) if rate else 25.0
-        ratio = None if fps is None else float(fps) / source_fps
-        state.update(source_fps=source_fps, fps=source_fps if fps is None else float(fps))
-        decoded = 0
-        try:
-            for frame in container.decode(stream):
-                image = frame.to_ndarray(format="rgb24")
-                for _ in range(_frame_repeats(decoded, ratio)):
-                    yield image
-                decoded += 1
-        except Exception as err:
-            state["error"] = (
-                f"decoding stopped after {decoded} frames ({type(err).__name__}: {err})"
-            )
+        for image in iter_frames(path):
+            for _ in range(_frame_repeats(decoded, ratio)):
+                yield image
+            decoded += 1
+    except VideoReadError as err:
+        if decoded == 0:
+            raise
+        cause = err.__cause__ or err
+        state["error"] = (
+            f"decoding stopped after {decoded} frames ({type(cause).__name__}: {cause})"
+        )
 
 
 class FaceDetector:
@@ -186,12 +187,6 @@ class FaceDetector:
             size = (max(1, round(w * scale)), max(1, round(h * scale)))
             image = np.asarray(Image.fromarray(image).resize(size, Image.Resampling.BILINEAR))
         return self.face.detect(image) / scale
-
-
-def _resize(crop: np.ndarray, size: int) -> np.ndarray:
-    if crop.shape[0] == crop.shape[1] == size:
-        return crop
-    return np.asarray(Image.fromarray(crop).resize((size, size), Image.Resampling.LANCZOS))
 
 
 # -- one input ------------------------------------------------------------------------------------
@@ -230,7 +225,7 @@ def process_video(
         settings.increase,
         settings.min_frames,
         settings.min_size,
-        settings.border,
+        settings.out_of_frame,
     )
     stem = output_stem(rel)
     names = {}
@@ -241,6 +236,7 @@ def process_video(
             "end": d.tube.end,
             "crop": list(d.crop),
             "reason": d.reason,
+            "padded": d.padded,
         }
         if d.kept:
             names[i] = f"{stem}#{i:03d}#{d.tube.start:06d}#{d.tube.end:06d}.mp4"
@@ -264,8 +260,7 @@ def process_video(
                                 if settings.format == "mp4"
                                 else PngFolderWriter(folder / name, overwrite=True)
                             )
-                        crop = crop_square(image, d.crop)
-                        writers[i].write(_resize(crop, settings.image_size))
+                        writers[i].write(cut_square(image, d.crop, settings.image_size))
                     if t == d.tube.end - 1 and i in writers:
                         writers.pop(i).close()
         finally:
@@ -294,14 +289,15 @@ def process_image(
     record["crop"] = list(crop)
     if crop[2] - crop[0] < settings.min_size:
         record["reason"] = "too_small"
-    elif settings.border == "drop" and not inside(crop, w, h):
+    elif settings.out_of_frame == "drop" and not inside(crop, w, h):
         record["reason"] = "leaves_frame"
     else:
+        record["padded"] = not inside(crop, w, h)
         name = f"{output_stem(rel)}.png"
         target = output_dir / IMAGE_DIR / name
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = target.with_name(f".{name}.tmp.png")
-        Image.fromarray(_resize(crop_square(image, crop), settings.image_size)).save(tmp)
+        Image.fromarray(cut_square(image, crop, settings.image_size)).save(tmp)
         os.replace(tmp, target)
         record["output"] = f"{IMAGE_DIR}/{name}"
     record.setdefault("reason", None)
@@ -392,6 +388,7 @@ def preprocess(
     settings = settings or CropSettings()
     if settings.format not in ("mp4", "png"):
         raise ValueError(f"format must be 'mp4' or 'png', got {settings.format!r}")
+    check_out_of_frame(settings.out_of_frame)
     input_dir, output_dir = Path(input_dir).expanduser(), Path(output_dir).expanduser()
     if not input_dir.is_dir():
         raise FileNotFoundError(f"input_dir {input_dir} is not a folder of videos and images")
@@ -445,7 +442,8 @@ def summarize(
     split: str,
     settings: CropSettings,
 ) -> dict[str, Any]:
-    """Counts of kept and dropped tubes (with reasons), broken and converted inputs, outputs."""
+    """Counts of kept (of which padded) and dropped tubes (with reasons), broken and converted
+    inputs, outputs."""
     summary: dict[str, Any] = {
         "input_dir": str(input_dir),
         "output_dir": str(output_dir),
@@ -464,12 +462,14 @@ def summarize(
     dropped = Counter(t["reason"] for t in tubes if t["reason"])
     summary["tubes"] = {
         "kept": sum(t["reason"] is None for t in tubes),
+        "padded": sum(t["reason"] is None and bool(t.get("padded")) for t in tubes),
         "dropped": {reason: dropped.get(reason, 0) for reason in DROP_REASONS},
     }
     faces = [r for r in records if r["kind"] == "image" and r["status"] == "done"]
     image_dropped = Counter(r["reason"] for r in faces if r.get("reason"))
     summary["portraits"] = {
         "kept": sum(r.get("reason") is None for r in faces),
+        "padded": sum(r.get("reason") is None and bool(r.get("padded")) for r in faces),
         "dropped": {
             reason: image_dropped.get(reason, 0) for reason in ("no_face", *DROP_REASONS[1:])
         },
@@ -500,9 +500,10 @@ def format_summary(summary: dict[str, Any]) -> str:
         f"Preprocessed {summary['input_dir']} → {summary['output_dir']} (split {summary['split']})",
         f"  videos: {v['found']} found, {v['processed']} processed, {v['already_done']} already "
         f"done, {v['broken']} broken",
-        f"  tubes:  {t['kept']} kept, {sum(t['dropped'].values())} dropped ({reasons(t['dropped'])})",
+        f"  tubes:  {t['kept']} kept ({t['padded']} padded), {sum(t['dropped'].values())} "
+        f"dropped ({reasons(t['dropped'])})",
         f"  images: {i['found']} found, {i['processed']} processed, {i['already_done']} already "
-        f"done, {i['broken']} broken; portraits {p['kept']} kept, "
+        f"done, {i['broken']} broken; portraits {p['kept']} kept ({p['padded']} padded), "
         f"{sum(p['dropped'].values())} dropped ({reasons(p['dropped'])})",
     ]
     for entry in summary["converted"]:
@@ -530,7 +531,7 @@ def settings_from_config(cfg: Any) -> CropSettings:
         max_frames=int(cfg.max_frames),
         min_size=int(cfg.min_size),
         max_gap=int(cfg.max_gap),
-        border=str(cfg.border),
+        out_of_frame=str(cfg.get("out_of_frame", "pad")),
         fps=None if cfg.get("fps") is None else float(cfg.fps),
         format=str(cfg.get("format", "mp4")),
         crf=int(cfg.crf),
@@ -567,7 +568,7 @@ def _main(cfg: Any) -> None:
     print(format_summary(summary))
 
 
-@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="preprocess")
+@hydra_main("preprocess")
 def main(cfg: DictConfig) -> None:
     _main(cfg)
 

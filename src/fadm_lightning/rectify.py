@@ -26,12 +26,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import hydra
 import numpy as np
 import torch
 from omegaconf import DictConfig
 from tqdm.auto import tqdm
 
+from fadm_lightning.config import hydra_main
 from fadm_lightning.data.video import read_image
 from fadm_lightning.inference import batch as batch_mode
 from fadm_lightning.inference import cli
@@ -55,7 +55,6 @@ from fadm_lightning.inference.model import (
 )
 from fadm_lightning.models.attributes.landmarks import NoFaceError
 
-CONFIG_DIR = str(Path(__file__).resolve().parents[2] / "conf")
 NAME = "rectify"
 
 
@@ -259,7 +258,7 @@ def run(cfg: DictConfig) -> int:
     return 1 if summary["failed"] else 0
 
 
-@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="rectify")
+@hydra_main("rectify")
 def main(cfg: DictConfig) -> None:
     status = cli.run_command(NAME, lambda: run(cfg))
     if status:

@@ -10,16 +10,15 @@ import json
 from pathlib import Path
 from typing import Any
 
-import hydra
 import lightning as L
 import torch
 from hydra.utils import get_class, instantiate
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from fadm_lightning.checkpoints import config_for_checkpoint
+from fadm_lightning.config import hydra_main
 from fadm_lightning.results_table import format_table
 
-CONFIG_DIR = str(Path(__file__).resolve().parents[2] / "conf")
 PREFLIGHT_GROUPS = ("data", "coarse", "attributes")
 
 
@@ -61,6 +60,40 @@ def preflight(cfg: DictConfig) -> None:
         )
 
 
+def _task_overrides() -> list[str]:
+    """The command line's ``key=value`` overrides (empty outside a Hydra run)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return []
+    return [o.lstrip("+") for o in HydraConfig.get().overrides.task if not o.startswith("~")]
+
+
+def with_teacher(cfg: DictConfig) -> DictConfig:
+    """``experiment=fadm_distill teacher=CKPT``: the student's data, coarse generator, attribute
+    extractor and model are the teacher's (read from its checkpoint); the model's arguments are
+    then overridden by ``distill`` (the distillation settings and the student's sampler). Command
+    line overrides of ``data.*``, ``coarse.*``, ``attributes.*`` and ``model.*`` still apply."""
+    if not cfg.get("teacher"):
+        return cfg
+    from fadm_lightning.checkpoints import read_run_config
+
+    stored = read_run_config(cfg.teacher)
+    overrides = _task_overrides()
+    with open_dict(cfg):
+        for group in ("data", "coarse", "attributes", "model"):
+            if group not in stored:
+                raise MissingPathsError(
+                    f"teacher {cfg.teacher}: its checkpoint stores no {group} config"
+                )
+            node = OmegaConf.create(stored[group])
+            if group == "model":
+                node = OmegaConf.merge(node, cfg.distill)
+            mine = [o[len(group) + 1 :] for o in overrides if o.startswith(f"{group}.")]
+            cfg[group] = OmegaConf.merge(node, OmegaConf.from_dotlist(mine))
+    return cfg
+
+
 def instantiate_list(node: DictConfig | None) -> list[Any]:
     if not node:
         return []
@@ -69,6 +102,7 @@ def instantiate_list(node: DictConfig | None) -> list[Any]:
 
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Build everything from the config, fit, then test. Returns the metrics and artefact paths."""
+    cfg = with_teacher(cfg)
     preflight(cfg)
     if cfg.get("num_threads"):
         torch.set_num_threads(int(cfg.num_threads))
@@ -143,7 +177,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     return result
 
 
-@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
+@hydra_main("train")
 def main(cfg: DictConfig) -> float | None:
     result = train(cfg)
     return result["metrics"].get("val/psnr_refined")  # for sweepers that optimise a value

@@ -304,8 +304,14 @@ def test_same_seed_same_video_whatever_the_batches(ckpt, clip_pcm, workdir):
 
 
 def test_bf16_and_compile_are_ignored_on_cpu_with_a_message(
-    ckpt, clip_pcm, portrait, workdir, capsys
+    ckpt, clip_pcm, portrait, workdir, capsys, monkeypatch
 ):
+    """On a CPU without native bf16 and without a C++ compiler for inductor, both settings are
+    ignored with a message (where they are supported they run: tests/unit/test_bench_speed.py)."""
+    from fadm_lightning.inference import model as inference_model
+
+    monkeypatch.setattr(inference_model, "cpu_supports_bf16", lambda: False)
+    monkeypatch.setattr(inference_model, "cpp_compiler_available", lambda: False)
     out = workdir / "bf16.mp4"
     # (and attr_s from the animator's source portrait instead of the first frame)
     extra = ["sampler.precision=bf16", "sampler.compile=true", "max_frames=1", f"source={portrait}"]
@@ -640,6 +646,7 @@ def test_unset_sampler_settings_come_from_the_checkpoint(ckpt):
         "eta": 0.0,
         "strength": 0.1,
         "clip_sample": True,
+        "start_noise": True,
     }
     settings = SamplerSettings(steps=5, seed=2).resolved(refiner.sampler_defaults)
     assert (settings.steps, settings.eta, settings.strength, settings.clip_sample) == (

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -14,12 +15,23 @@ from PIL import Image
 
 from fadm_lightning.data.face_tubes import (
     box_iou,
+    crop_square,
+    cut_square,
     link_tubes,
     select_tubes,
     square_crop_box,
 )
 from fadm_lightning.data.video import read_frames, write_mp4
-from fadm_lightning.preprocess import CropSettings, iter_video, output_stem, preprocess
+from fadm_lightning.inference.faces import FaceCrop
+from fadm_lightning.inference.media import iter_frames
+from fadm_lightning.preprocess import (
+    CropSettings,
+    format_summary,
+    iter_video,
+    output_stem,
+    preprocess,
+    summarize,
+)
 from tests.unit.test_data_robustness import write_png16
 
 REPO = Path(__file__).resolve().parents[2]
@@ -76,10 +88,13 @@ def test_square_crop_and_drop_reasons():
     ]
     assert decisions[0].crop == (40, 40, 160, 160)
     near_edge = link_tubes([_box(5, 5, 150)] * 70)
-    (d,) = select_tubes(near_edge, (400, 300), min_frames=64, min_size=100)
-    assert d.reason == "leaves_frame"
-    (d,) = select_tubes(near_edge, (400, 300), min_frames=64, min_size=100, border="pad")
-    assert d.kept
+    (d,) = select_tubes(near_edge, (400, 300), min_frames=64, min_size=100, out_of_frame="drop")
+    assert d.reason == "leaves_frame" and not d.padded
+    (d,) = select_tubes(near_edge, (400, 300), min_frames=64, min_size=100)  # pad: the default
+    assert d.kept and d.padded
+    assert not decisions[0].padded  # inside the frame
+    with pytest.raises(ValueError, match="out_of_frame must be 'pad' or 'drop'"):
+        select_tubes(near_edge, (400, 300), out_of_frame="border")
     (d,) = select_tubes(link_tubes([_box(50, 50)] * 10), (400, 300), min_frames=64, min_size=10)
     assert d.reason == "too_short"
 
@@ -168,8 +183,9 @@ def test_preprocess_command_finds_the_face_tube_and_reports_broken_files(first_r
     assert "16-bit grayscale" in converted["portraits/gray16.png"]
     assert "RGBA" in converted["portraits/rgba.png"]
     assert summary["portraits"] == {
-        "kept": 2, "dropped": {"no_face": 1, "too_small": 0, "leaves_frame": 0}
+        "kept": 2, "padded": 0, "dropped": {"no_face": 1, "too_small": 0, "leaves_frame": 0}
     }  # fmt: skip
+    assert summary["tubes"]["padded"] == 0  # the moving head stays inside the canvas
 
     clip = read_frames(out / summary["clips"][0])
     assert clip.shape == (NUM_FRAMES, 256, 256, 3)
@@ -209,3 +225,190 @@ def test_preprocess_rerun_skips_finished_inputs_and_redoes_changed_settings(firs
     redone = preprocess(raw_dir, out, progress=False, settings=stricter)
     assert redone["videos"]["processed"] == 1 and redone["tubes"]["dropped"]["too_short"] == 1
     assert redone["clips"] == [] and not clip.exists()  # the stale clip of the old settings
+
+
+# -- close-ups: a crop square leaving the frame is padded, as inference pads it ---------------------
+def test_summary_counts_padded_tubes_and_portraits():
+    tube = {"index": 0, "start": 0, "end": 80, "crop": [0, 0, 1, 1]}
+    records = [
+        {"file": "a.mp4", "kind": "video", "status": "done", "split": "train", "tubes": [
+            {**tube, "reason": None, "padded": True, "clip": "a#000#000000#000080.mp4"},
+            {**tube, "reason": None, "padded": False, "clip": "a#001#000000#000080.mp4"},
+            {**tube, "reason": "too_short", "padded": False},
+        ]},
+        {"file": "b.mp4", "kind": "video", "status": "done", "split": "train", "tubes": [
+            {**tube, "reason": None, "padded": True, "clip": "b#000#000000#000080.mp4"},
+            {**tube, "reason": "leaves_frame", "padded": False},
+        ]},
+        {"file": "p.png", "kind": "image", "status": "done", "reason": None, "padded": True,
+         "output": "images/p.png"},
+    ]  # fmt: skip
+    summary = summarize(records, Path("raw"), Path("out"), "train", CropSettings())
+    assert summary["tubes"] == {
+        "kept": 3, "padded": 2, "dropped": {"too_short": 1, "too_small": 0, "leaves_frame": 1}
+    }  # fmt: skip
+    assert summary["portraits"]["kept"] == 1 and summary["portraits"]["padded"] == 1
+    text = format_summary(summary)
+    assert "tubes:  3 kept (2 padded), 2 dropped (too_short 1, too_small 0, leaves_frame 1)" in text
+    assert "portraits 1 kept (1 padded)" in text
+
+
+def test_out_of_frame_setting_is_checked(tmp_path):
+    with pytest.raises(ValueError, match="out_of_frame must be 'pad' or 'drop'"):
+        preprocess(tmp_path, tmp_path / "out", settings=CropSettings(out_of_frame="replicate"))
+
+
+@pytest.fixture(scope="module")
+def closeup_dir(tmp_path_factory) -> Path:
+    """A folder holding the real close-up clip (a VoxCeleb crop: the face fills the frame)."""
+    if not (FIXTURES / "driving.mp4").is_file():
+        pytest.skip(f"shared fixture clip not found at {FIXTURES / 'driving.mp4'}")
+    pytest.importorskip("dlib")
+    raw = tmp_path_factory.mktemp("closeup")
+    shutil.copyfile(FIXTURES / "driving.mp4", raw / "driving.mp4")
+    return raw
+
+
+@pytest.fixture(scope="module")
+def closeup_run(closeup_dir, tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
+    """The command with its default settings (out_of_frame=pad, min_size=256, min_frames=64)."""
+    out = tmp_path_factory.mktemp("closeup_out") / "vox"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(
+        [
+            sys.executable, "-m", "fadm_lightning.preprocess", f"input_dir={closeup_dir}",
+            f"output_dir={out}", "progress=false",
+        ],
+        capture_output=True, text=True, timeout=600, env=env, cwd=REPO,
+    )  # fmt: skip
+    return out, proc
+
+
+def test_closeup_clip_is_padded_and_written_as_a_training_clip(closeup_run):
+    out, proc = closeup_run
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summary = json.loads((out / "preprocess_summary.json").read_text())
+    (record,) = summary["files"]
+    (tube,) = record["tubes"]
+    width, height = record["size"]
+    frames = record["frames"]
+    assert frames >= 64 and (tube["start"], tube["end"]) == (0, frames)
+    left, top, right, bottom = tube["crop"]
+    assert left < 0 or top < 0 or right > width or bottom > height  # the square leaves the frame
+    assert tube["reason"] is None and tube["padded"] is True
+    assert summary["tubes"] == {
+        "kept": 1, "padded": 1, "dropped": {"too_short": 0, "too_small": 0, "leaves_frame": 0}
+    }  # fmt: skip
+    assert "tubes:  1 kept (1 padded), 0 dropped" in proc.stdout
+    assert "written: 1 clip(s) in train/" in proc.stdout
+    assert summary["clips"] == [f"train/driving#000#000000#{frames:06d}.mp4"]
+
+    # the clip is what inference cuts from the same frames (FaceCrop.cut: the same padding)
+    clip = read_frames(out / summary["clips"][0])
+    assert clip.shape == (frames, 256, 256, 3)
+    crop = FaceCrop(tuple(tube["crop"]), (width, height))
+    source = list(iter_frames(FIXTURES / "driving.mp4"))
+    for t in (0, frames // 2, frames - 1):
+        expected = crop.cut(source[t], 256).astype(np.float32)
+        assert np.abs(clip[t].astype(np.float32) - expected).mean() < 3.0, t  # H.264 crf 15
+    # the padding replicates the border: the padded left columns repeat the frame's first column
+    pad = -left * 256 // (right - left)
+    if pad > 2:
+        band = clip[frames // 2, :, : pad - 1].astype(np.float32)
+        assert np.abs(band - band[:, :1]).mean() < 4.0
+
+
+def test_closeup_clip_is_dropped_with_out_of_frame_drop(closeup_dir, tmp_path):
+    summary = preprocess(
+        closeup_dir, tmp_path / "vox", progress=False, settings=CropSettings(out_of_frame="drop")
+    )
+    assert summary["tubes"] == {
+        "kept": 0, "padded": 0, "dropped": {"too_short": 0, "too_small": 0, "leaves_frame": 1}
+    }  # fmt: skip
+    assert summary["clips"] == [] and not (tmp_path / "vox" / "train").exists()
+    assert "tubes:  0 kept (0 padded), 1 dropped" in format_summary(summary)
+
+
+# -- rotation metadata ------------------------------------------------------------------------------
+def _write_rotated(path: Path, upright_frames: np.ndarray, degrees: int, fps: int = 25) -> None:
+    """Store ``upright_frames`` turned by −``degrees`` with a display matrix that turns them back
+    (``degrees`` counter-clockwise, PyAV's convention, as a phone writes its videos)."""
+    import av
+
+    stored = np.stack([np.rot90(f, k=-(degrees // 90)) for f in upright_frames])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=fps)
+        stream.width, stream.height = stored.shape[2], stored.shape[1]
+        stream.pix_fmt = "yuv444p"
+        stream.options = {"crf": "10"}
+        stream.set_display_rotation(degrees)
+        for i, image in enumerate(stored):
+            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24")
+            frame.pts = i
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+
+
+@pytest.mark.parametrize("degrees", [90, -90, 180])
+def test_iter_video_applies_the_rotation_metadata(tmp_path, degrees):
+    # a portrait 48×32 (H×W) frame, stored landscape: the bright block marks the top-left corner
+    upright = np.full((48, 32, 3), 40, np.uint8)
+    upright[:16, :16] = 230
+    _write_rotated(tmp_path / "phone.mp4", np.stack([upright] * 3), degrees)
+    frames = list(iter_video(tmp_path / "phone.mp4", None, {}))
+    assert len(frames) == 3
+    assert frames[0].shape == upright.shape
+    assert np.abs(frames[0].astype(int) - upright.astype(int)).mean() < 3
+
+
+def test_rotated_clip_comes_out_upright(tmp_path):
+    """A phone-style clip (stored sideways, rotation metadata) gives an upright training clip:
+    dlib finds no face in sideways frames, so the tube exists only when the rotation is applied."""
+    if not (FIXTURES / "driving.mp4").is_file():
+        pytest.skip(f"shared fixture clip not found at {FIXTURES / 'driving.mp4'}")
+    pytest.importorskip("dlib")
+    from fadm_lightning.models.face import DlibFace
+
+    num = 12
+    face = read_frames(FIXTURES / "driving.mp4", list(range(num)))  # 256×256
+    upright = np.stack([_place((320, 256), f, 0, 32) for f in face])  # portrait 256 wide, 320 high
+    _write_rotated(tmp_path / "raw" / "phone.mp4", upright, 90)
+    settings = CropSettings(min_frames=8, min_size=100)
+    summary = preprocess(tmp_path / "raw", tmp_path / "vox", progress=False, settings=settings)
+    (record,) = summary["files"]
+    assert record["size"] == [256, 320]  # (width, height) upright, not the stored 320×256
+    assert summary["tubes"]["kept"] == 1, record
+    clip = read_frames(tmp_path / "vox" / summary["clips"][0])
+    crop = FaceCrop(tuple(record["tubes"][0]["crop"]), (256, 320))
+    detector = DlibFace(cnn_fallback=False)
+    for t in (0, num - 1):
+        expected = crop.cut(upright[t], 256).astype(np.float32)
+        assert np.abs(clip[t].astype(np.float32) - expected).mean() < 4.0, t
+        assert len(detector.detect(clip[t])) == 1  # an upright face
+
+
+def test_preprocessing_and_inference_cut_faces_with_one_function():
+    """``FaceCrop.cut`` (inference) is ``cut_square`` (preprocessing), bit for bit: a crop of
+    the frame padded by border replication where the square leaves it, Lanczos-resized."""
+    rng = np.random.default_rng(0)
+    frame = rng.integers(0, 256, (120, 160, 3), dtype=np.uint8)
+    for box in [(10, 20, 90, 100), (-30, -10, 110, 130), (100, 50, 200, 150), (0, 0, 64, 64)]:
+        for size in (64, 256):
+            crop = FaceCrop(box, (160, 120)).cut(frame, size)
+            assert np.array_equal(crop, cut_square(frame, box, size))
+            padded = crop_square(frame, box)  # the same as the border-replicating np.pad
+            reference = np.pad(
+                frame,
+                (
+                    (max(0, -box[1]), max(0, box[3] - 120)),
+                    (max(0, -box[0]), max(0, box[2] - 160)),
+                    (0, 0),
+                ),
+                mode="edge",
+            )[max(0, box[1]) :, max(0, box[0]) :][: box[3] - box[1], : box[2] - box[0]]
+            assert np.array_equal(padded, reference)
+            if size == box[2] - box[0]:
+                assert np.array_equal(crop, padded)

@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import math
 import os
-import platform
 import shutil
 import tempfile
 import time
@@ -40,22 +39,14 @@ import numpy as np
 import torch
 from PIL import Image
 
+from fadm_lightning.benchmarks import cpu_name
+
 DEFAULT_GPU_STEP_S = 0.025
 REAL_CLIP = (
     Path(__file__).resolve().parents[3].parent / "shared/fixtures/voxceleb_sample/driving.mp4"
 )
 GPU_BATCH = 5  # the 256 preset (experiment=fomm_recon)
 BENCH_BATCH = 8
-
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def build_trees(workdir: Path, frames: int, ids: int) -> dict[str, Path]:
@@ -169,7 +160,7 @@ def run(args: argparse.Namespace) -> bool:
     try:
         load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
         print(
-            f"CPU: {_cpu_name()}, {os.cpu_count()} cores, load average {load:.2f}; torch threads 1"
+            f"CPU: {cpu_name()}, {os.cpu_count()} cores, load average {load:.2f}; torch threads 1"
         )
         start = time.perf_counter()
         trees = build_trees(workdir, args.frames, args.ids)

@@ -119,16 +119,12 @@ def benchmark_inputs(folder: Path, frames: int) -> tuple[Path, Path]:
 
 def timing_model(device: torch.device):
     """The paper's 256×256 FADM with random weights, as a ``Refiner``."""
-    from hydra import compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
     from hydra.utils import instantiate
 
+    from fadm_lightning.config import compose_config
     from fadm_lightning.inference.model import Refiner
 
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
-        cfg = compose("train", overrides=PAPER_OVERRIDES)
-    GlobalHydra.instance().clear()
+    cfg = compose_config("train", overrides=PAPER_OVERRIDES)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*RANDOM WEIGHTS")
         coarse = instantiate(cfg.coarse)

@@ -3,10 +3,14 @@
     python -m fadm_lightning.benchmarks.sampling CKPT [--settings 20:0:1 100:1:1 20:0:0.3] \
         [--split val|test] [--max-clips N] [--override data.KEY=VALUE ...]
 
-Each setting is ``steps:eta:strength[:clip]`` (strength 1 = from pure noise; s < 1 = from the coarse
-frame noised to that fraction of the schedule). Same-identity reconstruction on whole clips of the
-checkpoint's own data config (source = first frame, driving = every frame); prints a Markdown
-table of L1 / PSNR / SSIM and seconds per frame, and writes it as CSV with ``--csv``.
+Each setting is ``steps:eta:strength[:clip][:nonoise]`` (strength 1 = from pure noise; s < 1 =
+from the coarse frame noised to that fraction of the schedule; ``clip`` clamps each step's x̂_0
+to the frame range; ``nonoise`` starts from the coarse frame without noise, the sampler of a
+distilled student, e.g. ``1:0:1:clip:nonoise``). Same-identity reconstruction on whole clips of
+the checkpoint's own data config (source = first frame, driving = every frame); prints a
+Markdown table of L1 / PSNR / SSIM, the temporal figures of each clip (tdiff, flicker:
+:mod:`fadm_lightning.metrics.temporal`), denoiser calls per frame, and wall and CPU seconds per
+frame of the refinement, and writes it as CSV with ``--csv``.
 
 ``--split val`` (the default) reads the data module's validation split (``data.val_split``:
 ``val/`` of the synthetic world), so sampler settings are chosen without looking at the test
@@ -35,16 +39,28 @@ from fadm_lightning.checkpoints import load_pipeline
 from fadm_lightning.data.annotations import collated_clip_frames
 from fadm_lightning.data.voxceleb import VoxCelebClipDataset
 from fadm_lightning.metrics.image import frame_metrics
+from fadm_lightning.metrics.temporal import temporal_metrics
+
+FLAGS = ("clip", "nonoise")
 
 
-def parse_setting(text: str) -> tuple[int, float, float, bool]:
+def parse_setting(text: str) -> tuple[int, float, float, bool, bool]:
+    """``steps:eta:strength[:clip][:nonoise]`` → (steps, η, strength, clip x̂_0, start noise)."""
     try:
         parts = text.split(":")
-        clip = len(parts) == 4 and parts[3] == "clip"
-        return int(parts[0]), float(parts[1]), float(parts[2]), clip
+        flags = set(parts[3:])
+        if not flags <= set(FLAGS):
+            raise ValueError(f"unknown flags {sorted(flags - set(FLAGS))}")
+        return (
+            int(parts[0]),
+            float(parts[1]),
+            float(parts[2]),
+            "clip" in flags,
+            "nonoise" not in flags,
+        )
     except (ValueError, IndexError) as err:
         raise argparse.ArgumentTypeError(
-            f"setting {text!r} is not steps:eta:strength[:clip]"
+            f"setting {text!r} is not steps:eta:strength[:clip][:nonoise] ({err})"
         ) from err
 
 
@@ -97,14 +113,18 @@ def evaluate(
     loader, folder = clip_loader(datamodule, split)
     print(f"split: {split} ({len(loader)} clips of {Path(datamodule.root) / folder})")
     sums: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
+    clip_sums: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
     seconds: dict[str, float] = defaultdict(float)
-    count = 0
+    cpu_seconds: dict[str, float] = defaultdict(float)
+    calls: dict[str, int] = {}
+    count = clips = 0
     total = len(loader) if max_clips is None else min(max_clips, len(loader))
     for index, batch in enumerate(tqdm(loader, total=total, desc="clips")):
         if max_clips is not None and index >= max_clips:
             break
         video, annotation = batch["video"][0], batch.get("annotation")
         source, source_ann = video[:1], collated_clip_frames(annotation, slice(0, 1))
+        outputs: dict[str, list[torch.Tensor]] = defaultdict(list)
         for start in range(0, video.shape[0], chunk):
             frames = slice(start, start + chunk)
             driving = video[frames]
@@ -112,37 +132,72 @@ def evaluate(
                 source, driving, source_ann, collated_clip_frames(annotation, frames)
             )
             results = {"coarse": coarse}
-            for steps, eta, strength, *clip in settings:
-                clip = bool(clip and clip[0])
-                name = f"refined ({steps} steps, η={eta:g}, strength={strength:g}{', clip x̂0' if clip else ''})"
-                begin = time.perf_counter()
+            for steps, eta, strength, *flags in settings:
+                clip = bool(flags and flags[0])
+                start_noise = bool(flags[1]) if len(flags) > 1 else True
+                name = setting_name(steps, eta, strength, clip, start_noise)
+                calls[name] = denoiser_calls(steps, strength)
+                began, cpu_began = time.perf_counter(), time.process_time()
                 results[name] = pipe.sample(
                     coarse,
                     attr_diff,
                     num_inference_steps=steps,
                     eta=eta,
                     strength=strength,
+                    clip_sample=clip,
+                    start_noise=start_noise,
                     seed=seed,
                 )
-                seconds[name] += time.perf_counter() - begin
+                seconds[name] += time.perf_counter() - began
+                cpu_seconds[name] += time.process_time() - cpu_began
             for name, output in results.items():
+                outputs[name].append(output)
                 for metric, values in frame_metrics(output, driving).items():
                     sums[name][metric] += values.sum().item()
             count += driving.shape[0]
+        for name, parts in outputs.items():  # per clip: how the video moves
+            for metric, value in temporal_metrics(torch.cat(parts), video).items():
+                clip_sums[name][metric] += float(value)
+        clips += 1
     rows = []
     for name, totals in sums.items():
         row = {"frames": name, **{m: totals[m] / count for m in ("l1", "psnr", "ssim")}}
+        for metric in ("tdiff", "flicker"):
+            row[metric] = clip_sums[name][metric] / clips if metric in clip_sums[name] else None
+        row["calls"] = calls.get(name)
         row["s_per_frame"] = seconds[name] / count if name in seconds else None
+        row["cpu_s_per_frame"] = cpu_seconds[name] / count if name in cpu_seconds else None
         rows.append(row)
     return rows
 
 
+def denoiser_calls(steps: int, strength: float) -> int:
+    """Denoiser calls per frame of a sampler (the steps it actually runs)."""
+    return steps if strength >= 1 else max(int(round(steps * strength)), 1)
+
+
+def setting_name(steps: int, eta: float, strength: float, clip: bool, start_noise: bool) -> str:
+    return (
+        f"refined ({steps} steps, η={eta:g}, strength={strength:g}"
+        f"{', clip x̂0' if clip else ''}{', no noise' if not start_noise else ''})"
+    )
+
+
 def markdown(rows: list[dict], num_frames: int | None = None) -> str:
-    lines = ["| frames | L1 ↓ | PSNR ↑ | SSIM ↑ | s / frame (CPU) |", "|---|---|---|---|---|"]
+    def fmt(value, spec: str) -> str:
+        return "—" if value is None else format(value, spec)
+
+    lines = [
+        "| frames | L1 ↓ | PSNR ↑ | SSIM ↑ | tdiff ↓ | flicker | denoiser calls / frame "
+        "| s / frame (wall) | CPU s / frame |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     for r in rows:
-        speed = "—" if r["s_per_frame"] is None else f"{r['s_per_frame']:.3f}"
         lines.append(
-            f"| {r['frames']} | {r['l1']:.4f} | {r['psnr']:.2f} | {r['ssim']:.4f} | {speed} |"
+            f"| {r['frames']} | {r['l1']:.4f} | {r['psnr']:.2f} | {r['ssim']:.4f} "
+            f"| {fmt(r.get('tdiff'), '.4f')} | {fmt(r.get('flicker'), '.4f')} "
+            f"| {fmt(r.get('calls'), 'd')} | {fmt(r['s_per_frame'], '.3f')} "
+            f"| {fmt(r.get('cpu_s_per_frame'), '.3f')} |"
         )
     return "\n".join(lines)
 

@@ -12,12 +12,17 @@ boxes in place of the S3FD ones:
    ``increase`` (0.1) of the box's width or height (so the aspect ratio is kept), then widened to
    a square about its centre (the longer side), in whole pixels.
 3. **Filter** (``select_tubes``): a tube is dropped when it spans fewer than ``min_frames`` (64)
-   frames (``too_short``), when its square is smaller than ``min_size`` (256) pixels, i.e. the crop
-   would have to be upsampled (``too_small``), or when the square leaves the frame
-   (``leaves_frame``; with ``border="pad"`` such crops are kept and padded instead).
+   frames (``too_short``) or when its square is smaller than ``min_size`` (256) pixels, i.e. the
+   crop would have to be upsampled (``too_small``). A square that leaves the frame (a close-up,
+   as VoxCeleb's own clips are) is kept and padded (``out_of_frame="pad"``, the default, marked
+   ``padded``), or the tube is dropped (``out_of_frame="drop"``: ``leaves_frame``, what
+   ``crop_vox.py`` does).
 
 Boxes are float ``(left, top, right, bottom)`` pixel coordinates, ``right``/``bottom`` exclusive.
-``crop_square`` cuts a box out of an image (padding by border replication where it leaves it).
+``crop_square`` cuts a box out of an image (padding by border replication where it leaves it);
+``cut_square`` crops and resizes. Both preprocessing and inference
+(``fadm_lightning.inference.faces``) cut their faces with ``cut_square``, so a square leaving the
+frame is padded the same way in the training clips and at inference.
 """
 
 from __future__ import annotations
@@ -26,8 +31,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
+from PIL import Image
 
 DROP_REASONS = ("too_short", "too_small", "leaves_frame")
+OUT_OF_FRAME = ("pad", "drop")  # what happens to a crop square that leaves the frame
 
 
 def box_iou(a: Sequence[float], b: Sequence[float]) -> float:
@@ -132,13 +139,22 @@ def inside(box: Sequence[int], width: int, height: int) -> bool:
     return left >= 0 and top >= 0 and right <= width and bottom <= height
 
 
+def check_out_of_frame(out_of_frame: str) -> str:
+    """``out_of_frame`` if it is ``"pad"`` or ``"drop"``; otherwise a ``ValueError``."""
+    if out_of_frame not in OUT_OF_FRAME:
+        raise ValueError(f"out_of_frame must be 'pad' or 'drop', got {out_of_frame!r}")
+    return out_of_frame
+
+
 @dataclass
 class TubeDecision:
-    """A tube, its square crop, and whether it is kept (``reason`` says why not)."""
+    """A tube, its square crop, and whether it is kept (``reason`` says why not); ``padded``:
+    kept although the square leaves the frame (the crop is padded)."""
 
     tube: Tube
     crop: tuple[int, int, int, int]
     reason: str | None = None
+    padded: bool = False
 
     @property
     def kept(self) -> bool:
@@ -151,27 +167,28 @@ def select_tubes(
     increase: float = 0.1,
     min_frames: int = 64,
     min_size: int = 256,
-    border: str = "drop",
+    out_of_frame: str = "pad",
 ) -> list[TubeDecision]:
     """Crop box and keep/drop decision of every tube; ``frame_size`` is ``(width, height)``.
 
     The first failing rule gives the reason: ``too_short``, then ``too_small``, then
-    ``leaves_frame`` (never with ``border="pad"``).
+    ``leaves_frame`` (only with ``out_of_frame="drop"``; with ``"pad"`` such a tube is kept with
+    ``padded=True``).
     """
-    if border not in ("drop", "pad"):
-        raise ValueError(f"border must be 'drop' or 'pad', got {border!r}")
+    check_out_of_frame(out_of_frame)
     width, height = frame_size
     decisions = []
     for tube in tubes:
         crop = square_crop_box(tube.union_box(), increase)
         reason = None
+        leaves = not inside(crop, width, height)
         if tube.num_frames < min_frames:
             reason = "too_short"
         elif crop[2] - crop[0] < min_size:
             reason = "too_small"
-        elif border == "drop" and not inside(crop, width, height):
+        elif leaves and out_of_frame == "drop":
             reason = "leaves_frame"
-        decisions.append(TubeDecision(tube, crop, reason))
+        decisions.append(TubeDecision(tube, crop, reason, padded=reason is None and leaves))
     return decisions
 
 
@@ -190,3 +207,17 @@ def crop_square(image: np.ndarray, box: Sequence[float]) -> np.ndarray:
         image = np.pad(image, ((pad[0], pad[1]), (pad[2], pad[3]), (0, 0)), mode="edge")
         left, right, top, bottom = left + pad[2], right + pad[2], top + pad[0], bottom + pad[0]
     return np.ascontiguousarray(image[top:bottom, left:right])
+
+
+def cut_square(image: np.ndarray, box: Sequence[float], size: int) -> np.ndarray:
+    """``box`` cut out of uint8 H×W×3 ``image`` (:func:`crop_square`: parts outside the image are
+    border-replicated) and resized to size×size (Lanczos, antialiased; unchanged when it is
+    that size already).
+
+    The one way faces are cut: preprocessing writes its clips and portraits with it and
+    inference (``FaceCrop.cut``) cuts its inputs with it.
+    """
+    crop = crop_square(image, box)
+    if crop.shape[0] == crop.shape[1] == size:
+        return crop
+    return np.asarray(Image.fromarray(crop).resize((size, size), Image.Resampling.LANCZOS))

@@ -8,9 +8,12 @@ The training data follow FOMM's VoxCeleb cropping (``fadm_lightning.preprocess``
   side and widened to a square;
 * a **portrait** gets the square around its largest face box pushed out by ``image_increase``
   (0.36: one box has no motion to widen it);
-* a square leaving the frame is padded by replicating the border pixels.
+* a square leaving the frame is padded by replicating the border pixels (preprocessing's
+  default ``out_of_frame=pad`` keeps and pads such tubes the same way).
 
-The crop is resized to the model's resolution (Lanczos). :meth:`FaceCrop.paste` puts a result
+The crop is cut and resized to the model's resolution (Lanczos) by
+:func:`~fadm_lightning.data.face_tubes.cut_square`, the function preprocessing writes the
+training clips with. :meth:`FaceCrop.paste` puts a result
 back into a full frame through a soft mask (:func:`soft_mask`: 1 inside, a smooth ramp over
 the outer ``feather`` of the square), so that the seam does not show.
 """
@@ -23,7 +26,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from PIL import Image
 
-from fadm_lightning.data.face_tubes import crop_square, link_tubes, square_crop_box
+from fadm_lightning.data.face_tubes import cut_square, link_tubes, square_crop_box
 
 
 class NoFaceFoundError(ValueError):
@@ -65,8 +68,9 @@ class FaceCrop:
         return self.box[2] - self.box[0]
 
     def cut(self, frame: np.ndarray, size: int) -> np.ndarray:
-        """The crop of ``frame`` (uint8 H×W×3) resized to size×size."""
-        return resize(crop_square(frame, self.box), size)
+        """The crop of ``frame`` (uint8 H×W×3) resized to size×size (padded where the box
+        leaves the frame; :func:`~fadm_lightning.data.face_tubes.cut_square`)."""
+        return cut_square(frame, self.box, size)
 
     def paste(self, frame: np.ndarray, face: np.ndarray, feather: float = 0.1) -> np.ndarray:
         """``frame`` with ``face`` (uint8 S×S×3, any S) resized into the box, soft-blended."""

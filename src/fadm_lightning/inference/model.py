@@ -6,14 +6,17 @@ release, never random weights.
   (:func:`~fadm_lightning.models.official.load_official_release`), optionally with another
   coarse generator or attribute extractor, and checks that the result can run on real videos.
 * :class:`FrameRefiner` runs the DDIM loop on batches of coarse frames of one video, with the
-  same noise for every batch (``seed``), optionally under bf16 autocast and ``torch.compile``
-  (CUDA only: on the CPU these two are ignored with a message).
+  same noise for every batch (``seed``), optionally under bf16 autocast, with the denoiser in the
+  ``channels_last`` memory format and under ``torch.compile`` (on a GPU and on the CPU; bf16 on a
+  CPU without native bf16 support and ``compile`` without a C++ compiler are ignored with a
+  message).
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -41,7 +44,13 @@ class InferenceError(RuntimeError):
 
 #: the official sampler (REFERENCE_SPEC §4.6): every training timestep, DDIM η = 1, from pure
 #: noise, x̂_0 not clipped
-OFFICIAL_SAMPLER = {"steps": 100, "eta": 1.0, "strength": 1.0, "clip_sample": False}
+OFFICIAL_SAMPLER = {
+    "steps": 100,
+    "eta": 1.0,
+    "strength": 1.0,
+    "clip_sample": False,
+    "start_noise": True,
+}
 
 
 @dataclass
@@ -177,6 +186,7 @@ def validation_sampler(model_args: Mapping[str, Any]) -> dict[str, Any]:
         "eta": float(model_args.get("val_eta", OFFICIAL_SAMPLER["eta"])),
         "strength": float(model_args.get("val_strength", OFFICIAL_SAMPLER["strength"])),
         "clip_sample": bool(model_args.get("val_clip_sample", OFFICIAL_SAMPLER["clip_sample"])),
+        "start_noise": bool(model_args.get("val_start_noise", OFFICIAL_SAMPLER["start_noise"])),
     }
 
 
@@ -244,7 +254,8 @@ def load_refiner(
 class SamplerSettings:
     """How frames are refined (``sampler.*`` of ``conf/animate.yaml`` / ``conf/rectify.yaml``).
 
-    ``steps``, ``eta``, ``strength`` and ``clip_sample`` left at None take the model's own
+    ``steps``, ``eta``, ``strength``, ``clip_sample`` and ``start_noise`` left at None take the
+    model's own
     setting (:attr:`Refiner.sampler_defaults`: a checkpoint's validation sampler, the official
     sampler for the release).
 
@@ -253,20 +264,31 @@ class SamplerSettings:
     strength: 1 starts from pure noise; s < 1 starts from the coarse frame noised to the
         timestep at fraction s of the schedule and runs only those steps.
     clip_sample: clamp each step's x̂_0 to [0, 1] (the official sampler does not).
+    start_noise: False starts from the coarse frame without noise (a distilled student's
+        sampler: with ``eta=0`` no noise at all, so no sampling flicker).
     seed: seed of the one noise draw shared by every frame of a video.
     batch_size: frames refined at once.
-    precision: ``fp32`` or ``bf16`` (autocast of the denoiser; CUDA only).
-    compile: ``torch.compile`` the denoiser (CUDA only).
+    precision: ``fp32`` or ``bf16`` (autocast of the denoiser: on a GPU that supports bf16, and
+        on a CPU with native bf16 instructions (AVX512-BF16 / AMX, ARM BF16) through oneDNN;
+        elsewhere a message and fp32).
+    compile: ``torch.compile`` the denoiser (inductor, default mode; on the CPU with
+        ``freezing`` and C++/OpenMP kernels, which needs a C++ compiler; the first batch of each
+        new batch size compiles, about a minute on a 2-core CPU).
+    channels_last: the denoiser's weights and input in the ``channels_last`` (NHWC) memory
+        format, which oneDNN's CPU convolutions and cuDNN's tensor-core kernels prefer; the
+        result is the same up to float rounding.
     """
 
     steps: int | None = None
     eta: float | None = None
     strength: float | None = None
     clip_sample: bool | None = None
+    start_noise: bool | None = None
     seed: int = 0
     batch_size: int = 8
     precision: str = "fp32"
     compile: bool = False
+    channels_last: bool = False
 
     def __post_init__(self) -> None:
         if self.steps is not None and self.steps < 1:
@@ -288,8 +310,83 @@ class SamplerSettings:
     def describe(self) -> str:
         return (
             f"{self.steps} DDIM steps, η={self.eta:g}, strength {self.strength:g}"
-            f"{', x̂_0 clipped' if self.clip_sample else ''}, seed {self.seed}"
+            f"{', x̂_0 clipped' if self.clip_sample else ''}"
+            + (", no noise (from the coarse frame)" if self.start_noise is False else "")
+            + f", seed {self.seed}"
         )
+
+
+def cpu_supports_bf16() -> bool:
+    """Whether bf16 autocast on this CPU runs on native bf16 instructions through oneDNN.
+
+    oneDNN must be built in and accept bf16, and the CPU must have bf16 dot products (x86:
+    ``avx512_bf16`` or ``amx_bf16``; ARM: ``bf16``): without them oneDNN emulates bf16, slower
+    than fp32. Where ``/proc/cpuinfo`` cannot be read, oneDNN's answer alone decides.
+    """
+    if not torch.backends.mkldnn.is_available():
+        return False
+    try:
+        if not torch.ops.mkldnn._is_mkldnn_bf16_supported():
+            return False
+    except (AttributeError, RuntimeError):
+        return False
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:
+        return True
+    for line in lines:
+        key, _, value = line.partition(":")
+        if key.strip() in ("flags", "Features"):
+            flags = set(value.split())
+            return bool(flags & {"avx512_bf16", "amx_bf16", "bf16"})
+    return True
+
+
+def cpp_compiler_available() -> bool:
+    """Whether inductor finds a C++ compiler (``torch.compile`` on the CPU builds C++ kernels)."""
+    candidates = ["g++", "c++", "clang++"]
+    with contextlib.suppress(Exception):
+        from torch._inductor import config as inductor_config
+
+        configured = inductor_config.cpp.cxx
+        configured = configured if isinstance(configured, (tuple, list)) else (configured,)
+        candidates = [c for c in configured if c] + candidates
+    return any(shutil.which(str(c)) for c in candidates)
+
+
+def _input_to_channels_last(module: torch.nn.Module, args: tuple, kwargs: dict):
+    """Forward pre-hook: a 4-d ``sample`` (first argument) in the channels_last format."""
+    if args and isinstance(args[0], torch.Tensor) and args[0].ndim == 4:
+        args = (args[0].contiguous(memory_format=torch.channels_last), *args[1:])
+    elif isinstance(kwargs.get("sample"), torch.Tensor) and kwargs["sample"].ndim == 4:
+        kwargs = {
+            **kwargs,
+            "sample": kwargs["sample"].contiguous(memory_format=torch.channels_last),
+        }
+    return args, kwargs
+
+
+def use_channels_last(module: torch.nn.Module) -> torch.nn.Module:
+    """Put ``module``'s weights and, through a pre-hook, its input in channels_last (in place,
+    once; a compiled module's original is changed)."""
+    module = getattr(module, "_orig_mod", module)
+    module.to(memory_format=torch.channels_last)
+    if getattr(module, "_channels_last_hook", None) is None:
+        module._channels_last_hook = module.register_forward_pre_hook(
+            _input_to_channels_last, with_kwargs=True
+        )
+    return module
+
+
+def use_contiguous_format(module: torch.nn.Module) -> torch.nn.Module:
+    """Undo :func:`use_channels_last` (for benchmarks comparing both on one model)."""
+    module = getattr(module, "_orig_mod", module)
+    module.to(memory_format=torch.contiguous_format)
+    hook = getattr(module, "_channels_last_hook", None)
+    if hook is not None:
+        hook.remove()
+        module._channels_last_hook = None
+    return module
 
 
 class FrameRefiner:
@@ -297,8 +394,12 @@ class FrameRefiner:
 
     Sampler settings left at None take ``defaults`` (:attr:`Refiner.sampler_defaults`).
 
-    ``bf16`` and ``compile`` apply on CUDA only; on the CPU each is ignored and ``log`` says so
-    once. ``torch.compile`` wraps the pipeline's denoiser in place (the first batch compiles).
+    ``precision=bf16`` autocasts the denoiser to bf16 on a GPU that supports it and on a CPU with
+    native bf16 instructions (:func:`cpu_supports_bf16`); elsewhere ``log`` says so once and it
+    runs in fp32. ``channels_last`` converts the pipeline's denoiser in place (its input follows
+    through a pre-hook). ``compile`` wraps the pipeline's denoiser in place with
+    ``torch.compile`` (the first batch compiles; on the CPU only where a C++ compiler is found,
+    otherwise ``log`` says so and it runs eagerly).
     """
 
     def __init__(
@@ -315,12 +416,23 @@ class FrameRefiner:
         if settings.precision == "bf16":
             if device.type == "cuda" and torch.cuda.is_bf16_supported():
                 self.autocast = lambda: torch.autocast("cuda", dtype=torch.bfloat16)
+            elif device.type == "cpu" and cpu_supports_bf16():
+                self.autocast = lambda: torch.autocast("cpu", dtype=torch.bfloat16)
             else:
-                log(f"sampler.precision=bf16 ignored on {device.type}: running in fp32")
-        if settings.compile:
-            if device.type != "cuda":
-                log(f"sampler.compile=true ignored on {device.type} (CUDA only)")
-            elif not hasattr(pipe.unet, "_orig_mod"):
+                log(
+                    f"sampler.precision=bf16 ignored on {device.type} (no native bf16 support "
+                    "found): running in fp32"
+                )
+        if settings.channels_last:
+            use_channels_last(pipe.unet)
+        if settings.compile and not hasattr(pipe.unet, "_orig_mod"):
+            if device.type == "cpu" and not cpp_compiler_available():
+                log("sampler.compile=true ignored on cpu: no C++ compiler found for inductor")
+            elif device.type == "cpu":
+                # freezing: the weights become constants, so oneDNN's convolutions get their
+                # weights prepacked once (without it inductor was slower than eager on the CPU)
+                pipe.unet = torch.compile(pipe.unet, options={"freezing": True})
+            else:
                 pipe.unet = torch.compile(pipe.unet)
 
     @torch.no_grad()
@@ -335,6 +447,7 @@ class FrameRefiner:
                 eta=s.eta,
                 strength=s.strength,
                 clip_sample=s.clip_sample,
+                start_noise=s.start_noise,
                 seed=s.seed,
             )
         return refined.float().clamp(0, 1)
