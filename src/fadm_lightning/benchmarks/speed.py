@@ -342,6 +342,8 @@ def _row(kind: str, label: str, batch: int, calls: int, t: dict[str, Any], **ext
         "s_per_frame": t["wall_s"] / frames,
         "cpu_s_per_frame": t["cpu_s"] / frames,
         "fps": frames / t["wall_s"],
+        # ≈ the torch threads on a free machine; much less: other jobs took the cores
+        "cpu_per_wall": t["cpu_s"] / t["wall_s"] if t["wall_s"] > 0 else None,
         "load": t["load"],
         "peak_mib": t["peak_mib"],
         "note": "",
@@ -561,23 +563,27 @@ def onnx_markdown(rows: list[dict]) -> str:
 def markdown(rows: list[dict]) -> str:
     lines = [
         "| row | sampler | engineering | batch | denoiser calls / frame | frames "
-        "| s / frame (wall) | CPU s / frame | frames / s | load avg | peak memory (MiB) | note |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| s / frame (wall) | CPU s / frame | CPU / wall | frames / s | load avg "
+        "| peak memory (MiB) | note |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         sampler = "official (100 steps, η=1)" if r["row"] == "official" else "student (1 step)"
         if r.get("skipped"):
             lines.append(
                 f"| {r['row']} | {sampler} | — | {r.get('batch', '—')} | — | — | — | — | — | — "
-                f"| — | skipped: {r['skipped']} |"
+                f"| — | — | skipped: {r['skipped']} |"
             )
             continue
         memory = "—" if r["peak_mib"] is None else f"{r['peak_mib']:.0f}"
         load = "—" if r.get("load") is None else f"{r['load']:.1f}"
+        ratio = r.get("cpu_per_wall")
+        ratio = "—" if ratio is None else f"{ratio:.2f}"
         lines.append(
             f"| {r['row']} | {sampler} | {r['engineering']} | {r['batch']} | "
             f"{r['denoiser_calls_per_frame']} | {r['frames']} | {r['s_per_frame']:.3f} | "
-            f"{r['cpu_s_per_frame']:.3f} | {r['fps']:.3f} | {load} | {memory} | {r['note']} |"
+            f"{r['cpu_s_per_frame']:.3f} | {ratio} | {r['fps']:.3f} | {load} | {memory} | "
+            f"{r['note']} |"
         )
     return "\n".join(lines)
 
