@@ -106,7 +106,7 @@ EXTRAPOLATION_STEPS = (2, 6)
 OFFICIAL_STEPS = 100
 #: the CPU engineering of the fastest preset (docs/inference.md, "Speed: official sampler vs
 #: the distilled student", has the measurements that chose it)
-FASTEST_ENGINEERING = {"precision": "fp32", "channels_last": True, "compile": True}
+FASTEST_ENGINEERING = {"precision": "fp32", "channels_last": True, "compile": False}
 
 
 @dataclass(frozen=True)

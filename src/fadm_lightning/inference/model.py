@@ -430,7 +430,7 @@ class FrameRefiner:
                 log("sampler.compile=true ignored on cpu: no C++ compiler found for inductor")
             elif device.type == "cpu":
                 # freezing: the weights become constants, so oneDNN's convolutions get their
-                # weights prepacked once (without it inductor was slower than eager on the CPU)
+                # weights prepacked once (without it inductor was not faster than eager here)
                 pipe.unet = torch.compile(pipe.unet, options={"freezing": True})
             else:
                 pipe.unet = torch.compile(pipe.unet)
