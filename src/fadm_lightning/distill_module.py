@@ -210,22 +210,13 @@ class FADMDistillLitModule(FADMLitModule):
         loss_distill = F.mse_loss(x0_student, x0_teacher)
         loss_gt = F.mse_loss(x0_student, x0)
         loss = self.distill_weight * loss_distill + self.gt_weight * loss_gt
-        out = {"loss_eps": loss, "loss_distill": loss_distill, "loss_gt": loss_gt}
+        out = {"loss_distill": loss_distill, "loss_gt": loss_gt}
         color_loss = self.agcn.encode(coarse, driving).color_loss  # L_color (eq. 8)
         if color_loss is not None:
             out["loss_color"] = color_loss
             loss = loss + self.hparams.color_loss_weight * color_loss
         out["loss"] = loss
         return out
-
-    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
-        losses = self.model_step(batch)
-        self.train_loss(losses["loss"])
-        self.log("train/loss", self.train_loss, on_step=True, on_epoch=True, prog_bar=True)
-        for name in ("loss_distill", "loss_gt", "loss_color"):
-            if name in losses:
-                self.log(f"train/{name}", losses[name], on_step=True, on_epoch=False)
-        return losses["loss"]
 
     # ------------------------------------------------------------------ checkpoints
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:

@@ -228,9 +228,9 @@ class FADMLitModule(L.LightningModule):
         losses = self.model_step(batch)
         self.train_loss(losses["loss"])
         self.log("train/loss", self.train_loss, on_step=True, on_epoch=True, prog_bar=True)
-        self.log("train/loss_eps", losses["loss_eps"], on_step=True, on_epoch=False)
-        if "loss_color" in losses:
-            self.log("train/loss_color", losses["loss_color"], on_step=True, on_epoch=False)
+        for name, value in losses.items():  # the terms: loss_eps, loss_color, …
+            if name != "loss":
+                self.log(f"train/{name}", value, on_step=True, on_epoch=False)
         return losses["loss"]
 
     def on_train_batch_end(self, outputs, batch, batch_idx) -> None:
