@@ -1,4 +1,6 @@
-"""Loading a trained FADM checkpoint (written by ``python -m fadm_lightning.train``) for inference.
+"""Loading a trained FADM for inference: a training checkpoint (written by
+``python -m fadm_lightning.train``) or a pretrained folder (:mod:`fadm_lightning.pretrained`),
+through one function, :func:`load_pipeline`.
 
 A training checkpoint is self-contained: besides the AGCN and UNet weights (and their EMA) it
 stores the composed ``data`` / ``model`` / ``coarse`` / ``attributes`` configs under the key
@@ -13,17 +15,31 @@ configs (their own checkpoint files), optionally with overrides such as
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
+from torch import nn
 
-from fadm_lightning.pipeline import FADMPipeline
+from fadm_lightning.pipeline import OFFICIAL_SAMPLER, FADMPipeline
 
 CONFIG_KEY = "fadm_config"
 CONFIG_GROUPS = ("data", "model", "coarse", "attributes")
+# ``_target_`` names of classes that have moved since checkpoints were written with them: a
+# checkpoint stores its composed config, so the old names are translated when it is read
+MOVED_TARGETS = {
+    "fadm_lightning.lit_module.FADMLitModule": "fadm_lightning.systems.fadm.FADMLitModule",
+    "fadm_lightning.distill_module.FADMDistillLitModule": (
+        "fadm_lightning.systems.distill.FADMDistillLitModule"
+    ),
+    "fadm_lightning.fomm_lit_module.FOMMLitModule": "fadm_lightning.systems.fomm.FOMMLitModule",
+    "fadm_lightning.models.official.load_official_release": (
+        "fadm_lightning.pipeline.FADMPipeline.from_official_release"
+    ),
+}
 
 
 class CheckpointError(RuntimeError):
@@ -40,118 +56,26 @@ def _not_a_checkpoint(path: Path, error: BaseException | None = None) -> str | N
     bytes and (after ``torch.load`` failed) from the error; None when nothing is wrong with the
     bytes and there is no error to explain. Never torch's own advice (``weights_only=False``,
     "file an issue"): such files are not ours to unpickle."""
-    import re
-    import zipfile
+    from fadm_lightning.models.torch_file import describe_not_a_torch_file
 
-    expected = (
-        "Expected a checkpoint written by `python -m fadm_lightning.train` "
-        "(<run dir>/checkpoints/last.ckpt or the best one)."
-    )
-    with path.open("rb") as stream:
-        head = stream.read(512)
-    try:  # printable UTF-8 (a config, a log …); torch.save files start with b"PK\x03\x04" or 0x80
-        text = head.decode("utf-8")
-    except UnicodeDecodeError as err:  # a character cut at the end of the bytes read is text
-        text = head[: err.start].decode("utf-8") if err.start >= len(head) - 3 else ""
-    is_text = bool(text) and all(c.isprintable() or c in "\t\n\r\f" for c in text)
-    what = None
-    if not head:
-        what = "is an empty file (0 bytes)"
-    elif head.startswith(b"version https://git-lfs"):
-        what = "is a Git LFS pointer (the file itself was never downloaded)"
-    elif is_text:
-        what = "is a text file"
-    else:
-        signatures = (  # (offset, bytes, what the file is)
-            (0, b"\x89PNG", "a PNG image"),
-            (0, b"\xff\xd8\xff", "a JPEG image"),
-            (0, b"GIF8", "a GIF image"),
-            (0, b"BM", "a BMP image"),
-            (0, b"II*\x00", "a TIFF image"),
-            (0, b"MM\x00*", "a TIFF image"),
-            (8, b"WEBP", "a WebP image"),
-            (8, b"AVI ", "an AVI video"),
-            (8, b"WAVE", "a WAV audio file"),
-            (4, b"ftyp", "an MP4/QuickTime video (ISO media file)"),
-            (0, b"\x1a\x45\xdf\xa3", "a Matroska/WebM video"),
-            (0, b"%PDF", "a PDF document"),
-            (0, b"\x1f\x8b", "a gzip archive"),
-            (0, b"7z\xbc\xaf\x27\x1c", "a 7-Zip archive"),
-            (0, b"Rar!", "a RAR archive"),
-            (257, b"ustar", "a tar archive"),
-            (0, b"\x93NUMPY", "a NumPy .npy array"),
-            (0, b"\x89HDF\r\n\x1a\n", "an HDF5 file"),
-            (0, b"\x7fELF", "an executable"),
-        )
-        for offset, magic, kind in signatures:
-            if head[offset : offset + len(magic)] == magic:
-                what = f"is {kind}"
-                break
-    if what is None and head[:2] == b"PK":
-        try:
-            with zipfile.ZipFile(path) as archive:
-                names = archive.namelist()
-        except (zipfile.BadZipFile, OSError, ValueError):
-            what = "is a truncated or damaged zip archive (a copy cut short?)"
-        else:
-            if not any(name.endswith("/data.pkl") or name == "data.pkl" for name in names):
-                what = "is a zip archive but not a PyTorch file"
-    elif what is None and head[8:10] == b'{"' and int.from_bytes(head[:8], "little") > 2:
-        what = "is a safetensors file (bare weights, without the training run's config)"
-    if what is None and error is not None:
-        unsafe = re.findall(r"GLOBAL ([\w.]+)", str(error))
-        if not unsafe and head[:1] == b"\x80":
-            # a pickle on which torch's reader stops before any global (protocol ≥ 4):
-            # list the classes and functions it imports by reading its opcodes (nothing runs)
-            import pickletools
+    return describe_not_a_torch_file(path, _EXPECTED_CHECKPOINT, what="checkpoint", error=error)
 
-            strings: list[str] = []
-            try:
-                with path.open("rb") as stream:
-                    for count, (op, arg, _) in enumerate(pickletools.genops(stream)):
-                        if op.name == "GLOBAL":
-                            unsafe.append(str(arg).replace(" ", "."))
-                        elif op.name == "STACK_GLOBAL" and len(strings) >= 2:
-                            unsafe.append(".".join(strings[-2:]))
-                        elif isinstance(arg, str):
-                            strings.append(arg)
-                        if len(unsafe) >= 3 or count > 100_000:
-                            break
-            except Exception:  # not a pickle after all, or cut short: judged below
-                pass
-        if unsafe:
-            names = ", ".join(dict.fromkeys(unsafe))
-            what = f"holds Python objects that cannot be loaded safely ({names})"
-        elif head[:2] == b"PK":
-            what = "is a truncated or damaged PyTorch file"
-        elif head[:1] == b"\x80":
-            what = "is a Python pickle that torch cannot read (not a PyTorch file, or damaged)"
-        else:
-            what = f"is not a PyTorch file ({type(error).__name__} while reading it)"
-    if what is None:
-        return None
-    return f"{path}: not a readable checkpoint: it {what}. {expected}"
+
+_EXPECTED_CHECKPOINT = (
+    "a checkpoint written by `python -m fadm_lightning.train` "
+    "(<run dir>/checkpoints/last.ckpt or the best one)"
+)
 
 
 def _read(path: str | os.PathLike) -> dict:
-    import warnings
+    from fadm_lightning.models.torch_file import load_torch_file
 
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"{path}: no such checkpoint. Expected a checkpoint written by "
-            "`python -m fadm_lightning.train` (<run dir>/checkpoints/last.ckpt or the best one)."
-        )
-    # images, videos, text, empty files, other archives: said before torch reads a byte
-    reason = _not_a_checkpoint(path)
-    if reason is not None:
-        raise CheckpointError(reason)
-    try:
-        with warnings.catch_warnings():  # torch's pickle-protocol advice on foreign pickles
-            warnings.filterwarnings("ignore", message=".*pickle protocol.*")
-            checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:
-        raise CheckpointError(_not_a_checkpoint(path, err)) from None
+    # a missing file, images, videos, text, empty files, other archives, foreign pickles: one
+    # line of ours (fadm_lightning.models.torch_file), never torch's advice
+    checkpoint = load_torch_file(
+        path, what="checkpoint", expected=_EXPECTED_CHECKPOINT, error=CheckpointError
+    )
     if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
         if isinstance(checkpoint, dict):
             keys = ", ".join(repr(k) for k in list(checkpoint)[:6])
@@ -174,12 +98,120 @@ def _read(path: str | os.PathLike) -> dict:
         checkpoint[CONFIG_KEY] = {
             g: OmegaConf.to_container(full[g], resolve=True) for g in CONFIG_GROUPS if g in full
         }
+    checkpoint[CONFIG_KEY] = _moved_targets(checkpoint[CONFIG_KEY])
     return checkpoint
 
 
+def _moved_targets(node):
+    """``node`` with every ``_target_`` of :data:`MOVED_TARGETS` renamed (nested dicts and lists)."""
+    if isinstance(node, dict):
+        return {
+            k: MOVED_TARGETS.get(v, v) if k == "_target_" else _moved_targets(v)
+            for k, v in node.items()
+        }
+    if isinstance(node, list):
+        return [_moved_targets(v) for v in node]
+    return node
+
+
 def read_run_config(path: str | os.PathLike) -> dict:
-    """The data/model/coarse/attributes configs stored in a training checkpoint."""
+    """The data/model/coarse/attributes configs stored in a training checkpoint (a distillation
+    teacher, the sampling benchmarks): a pretrained folder is refused with one line."""
+    if (Path(path) / "model_index.json").is_file():
+        raise CheckpointError(
+            f"{path}: a pretrained folder; this needs the training checkpoint it was exported "
+            "from (<run dir>/checkpoints/last.ckpt or the best one)"
+        )
     return _read(path)[CONFIG_KEY]
+
+
+def translate_targets(node):
+    """``node`` (a plain config: dicts and lists) with every ``_target_`` of
+    :data:`MOVED_TARGETS` renamed; stored configs are read through it."""
+    return _moved_targets(node)
+
+
+def validation_sampler(model_args: Mapping[str, Any]) -> dict[str, Any]:
+    """The sampler a checkpoint was validated with, from its ``FADMLitModule`` arguments
+    (``val_*``; a missing one takes the official sampler's value, :data:`OFFICIAL_SAMPLER`)."""
+    return {
+        "steps": int(model_args.get("val_num_inference_steps", OFFICIAL_SAMPLER["steps"])),
+        "eta": float(model_args.get("val_eta", OFFICIAL_SAMPLER["eta"])),
+        "strength": float(model_args.get("val_strength", OFFICIAL_SAMPLER["strength"])),
+        "clip_sample": bool(model_args.get("val_clip_sample", OFFICIAL_SAMPLER["clip_sample"])),
+        "start_noise": bool(model_args.get("val_start_noise", OFFICIAL_SAMPLER["start_noise"])),
+    }
+
+
+def merge_part_config(stored: DictConfig, given: Mapping | DictConfig | None) -> DictConfig:
+    """A coarse-generator / attribute-extractor config given by the user over the stored one:
+    with ``_target_`` it replaces it (``coarse=fomm``), without it its keys override it."""
+    if not given:
+        return stored
+    if isinstance(given, DictConfig):
+        given = OmegaConf.to_container(given, resolve=True)
+    if "_target_" in given:
+        return OmegaConf.create(dict(given))
+    return OmegaConf.merge(stored, OmegaConf.create(dict(given)))
+
+
+def state_dict_differences(
+    expected: Mapping[str, torch.Tensor], found: Mapping[str, Any]
+) -> tuple[list[str], list[str], list[str]]:
+    """``(missing, unexpected, mis_shaped)`` keys of ``found`` against ``expected`` (sorted; a
+    mis-shaped entry reads ``"key: file (…) vs model (…)"``)."""
+    missing = sorted(set(expected) - set(found))
+    unexpected = sorted(set(found) - set(expected))
+    mis_shaped = [
+        f"{k}: file {tuple(getattr(found[k], 'shape', ()))} vs model {tuple(expected[k].shape)}"
+        for k in sorted(set(expected) & set(found))
+        if tuple(getattr(found[k], "shape", ())) != tuple(expected[k].shape)
+    ]
+    return missing, unexpected, mis_shaped
+
+
+def describe_differences(
+    headline: str, missing: Sequence[str], unexpected: Sequence[str], mis_shaped: Sequence[str]
+) -> str:
+    """``headline`` and one line per kind of difference (up to 20 keys each)."""
+    lines = [headline]
+    for title, keys in (
+        ("missing", missing),
+        ("unexpected", unexpected),
+        ("mis-shaped", mis_shaped),
+    ):
+        if keys:
+            more = " …" if len(keys) > 20 else ""
+            lines.append(f"  {title} ({len(keys)}): " + ", ".join(keys[:20]) + more)
+    return "\n".join(lines)
+
+
+#: ``check_part(name, module)``: called on each frozen part as soon as it is built (the attribute
+#: extractor first, then the coarse generator), e.g. to refuse parts that need synthetic
+#: annotations before a large coarse generator is built
+PartCheck = Callable[[str, nn.Module], None]
+
+
+def build_frozen_parts(
+    coarse: DictConfig,
+    attributes: DictConfig,
+    need_coarse: bool = True,
+    check_part: PartCheck | None = None,
+    build: Callable[[str, DictConfig], nn.Module] | None = None,
+) -> tuple[nn.Module, nn.Module]:
+    """The attribute extractor, then the coarse generator (a placeholder
+    ``CoarseGenerator()`` when ``need_coarse`` is False), each checked by ``check_part``.
+    ``build(name, config)`` builds a part (default: ``hydra.utils.instantiate(config)``)."""
+    from fadm_lightning.models.coarse.base import CoarseGenerator
+
+    build = build or (lambda name, config: instantiate(config))
+    attribute_module = build("attributes", attributes)
+    if check_part is not None:
+        check_part("attributes", attribute_module)
+    coarse_module = build("coarse", coarse) if need_coarse else CoarseGenerator()
+    if check_part is not None and need_coarse:
+        check_part("coarse", coarse_module)
+    return coarse_module, attribute_module
 
 
 def load_pipeline(
@@ -187,53 +219,114 @@ def load_pipeline(
     overrides: Sequence[str] = (),
     device: str | torch.device = "cpu",
     use_ema: bool = True,
+    *,
+    coarse: Mapping | DictConfig | None = None,
+    attributes: Mapping | DictConfig | None = None,
+    need_coarse: bool = True,
+    check_part: PartCheck | None = None,
 ) -> tuple[FADMPipeline, DictConfig]:
-    """Rebuild the pipeline of a training checkpoint.
+    """Rebuild the pipeline of a training checkpoint or of a pretrained folder.
+
+    Every command that takes ``ckpt=`` (animate, rectify, evaluate, export, the benchmarks)
+    loads through here: a file is a checkpoint written by ``python -m fadm_lightning.train``, a
+    folder one written by :meth:`FADMPipeline.save_pretrained` (it holds ``model_index.json``;
+    :func:`fadm_lightning.pretrained.load_pretrained`).
 
     Args:
-        path: the Lightning checkpoint.
-        overrides: dot-list overrides of the stored configs, e.g. ``["coarse.checkpoint=…"]``.
+        path: the Lightning checkpoint, or the folder.
+        overrides: dot-list overrides of the stored configs, e.g. ``["coarse.checkpoint=…"]``
+            (a folder: ``coarse.*``, ``attributes.*`` and ``data.*`` only).
         device: where to put the networks.
-        use_ema: load the EMA weights when the checkpoint has them.
+        use_ema: load the EMA weights when the checkpoint has them (a folder holds the weights
+            that were exported: EMA ones when the run had them).
+        coarse: a coarse-generator config: with ``_target_`` it replaces the stored one (e.g.
+            the composed ``conf/coarse/fomm.yaml``), without it its keys override it.
+        attributes: likewise for the attribute extractor.
+        need_coarse: build the coarse generator (``rectify`` does not need one: a placeholder
+            ``CoarseGenerator()`` takes its place).
+        check_part: called on each frozen part as soon as it is built (:data:`PartCheck`).
     Returns:
-        ``(pipeline, config)``; ``config.data.image_size`` is the training resolution.
+        ``(pipeline, config)``: ``config`` holds the ``data``, ``model``, ``coarse`` and
+        ``attributes`` configs as used (a folder of the official release has no ``data`` /
+        ``model``); the pipeline's ``image_size`` is the training resolution and its
+        ``default_sampler`` the sampler it was validated with.
+    Raises:
+        FileNotFoundError: no such file or folder.
+        CheckpointError: an unreadable checkpoint or folder, or weights that do not fit (the
+            message lists the keys).
     """
+    path = Path(path)
+    options = dict(coarse=coarse, attributes=attributes, need_coarse=need_coarse)
+    if path.is_dir():
+        # the folder format builds on this module's helpers, hence imported here
+        from fadm_lightning.pretrained import load_pretrained
+
+        return load_pretrained(path, overrides, device, check_part=check_part, **options)
+    return load_training_checkpoint(
+        path, overrides, device, use_ema, check_part=check_part, **options
+    )
+
+
+def load_training_checkpoint(
+    path: str | os.PathLike,
+    overrides: Sequence[str] = (),
+    device: str | torch.device = "cpu",
+    use_ema: bool = True,
+    *,
+    coarse: Mapping | DictConfig | None = None,
+    attributes: Mapping | DictConfig | None = None,
+    need_coarse: bool = True,
+    check_part: PartCheck | None = None,
+) -> tuple[FADMPipeline, DictConfig]:
+    """:func:`load_pipeline` for a file written by ``python -m fadm_lightning.train``."""
     checkpoint = _read(path)
     cfg = OmegaConf.merge(
         OmegaConf.create(checkpoint[CONFIG_KEY]), OmegaConf.from_dotlist(list(overrides))
     )
-    coarse = instantiate(cfg.coarse)
-    attributes = instantiate(cfg.attributes)
-    model = instantiate(cfg.model, coarse=coarse, attributes=attributes)
+    cfg.coarse = merge_part_config(cfg.coarse, coarse)
+    cfg.attributes = merge_part_config(cfg.attributes, attributes)
+    coarse_module, attribute_module = build_frozen_parts(
+        cfg.coarse, cfg.attributes, need_coarse, check_part
+    )
+    model = instantiate(cfg.model, coarse=coarse_module, attributes=attribute_module)
 
     own = {
         k: v for k, v in model.state_dict().items() if not k.startswith(("coarse.", "attributes."))
     }
     saved = checkpoint["state_dict"]
-    missing = sorted(set(own) - set(saved))
-    unexpected = sorted(set(saved) - set(own))
-    shapes = [
-        f"{k}: checkpoint {tuple(saved[k].shape)} vs model {tuple(own[k].shape)}"
-        for k in sorted(set(own) & set(saved))
-        if saved[k].shape != own[k].shape
-    ]
-    if missing or unexpected or shapes:
-        lines = [f"{path}: the checkpoint does not fit the model built from its own config"]
-        for title, keys in (
-            ("missing", missing),
-            ("unexpected", unexpected),
-            ("mis-shaped", shapes),
-        ):
-            if keys:
-                lines.append(
-                    f"  {title} ({len(keys)}): "
-                    + ", ".join(keys[:20])
-                    + (" …" if len(keys) > 20 else "")
-                )
-        raise CheckpointError("\n".join(lines))
+    differences = state_dict_differences(own, saved)
+    if any(differences):
+        headline = f"{path}: the checkpoint does not fit the model built from its config"
+        if attributes or coarse or overrides:
+            headline += " and the overrides (attributes give "
+            headline += f"{getattr(attribute_module, 'dim', '?')} values)"
+        raise CheckpointError(describe_differences(headline, *differences))
     model.load_state_dict({**model.state_dict(), **saved})
-    if use_ema and model.ema is not None and "ema" in checkpoint:
+    ema = use_ema and model.ema is not None and "ema" in checkpoint
+    if ema:
         model.ema.load_state_dict(checkpoint["ema"])
         model.ema.copy_to(model.trainable_parameters())
     model.eval().to(device)
-    return model.pipeline, cfg
+
+    # what the folder format and the inference commands need to know about it
+    pipe = model.pipeline
+    plain = lambda node: OmegaConf.to_container(node, resolve=True)  # noqa: E731
+    if "data" in cfg and cfg.data.get("image_size") is not None:
+        pipe.image_size = int(cfg.data.image_size)
+    pipe.default_sampler = validation_sampler(model.hparams)
+    agcn = plain(cfg.model.agcn) if OmegaConf.is_dict(cfg.model.get("agcn")) else None
+    if agcn is not None:  # the partial constructor, completed as FADMLitModule completes it
+        agcn.pop("_partial_", None)
+        agcn["attr_dim"] = int(getattr(model.agcn, "attr_dim", attribute_module.dim))
+        pipe.part_configs["agcn"] = agcn
+    pipe.part_configs["attributes"] = plain(cfg.attributes)
+    if need_coarse:
+        pipe.part_configs["coarse"] = plain(cfg.coarse)
+    pipe.run_config = {g: plain(cfg[g]) for g in ("data", "model") if g in cfg}
+    pipe.source = {
+        "checkpoint": str(Path(path).resolve()),
+        "global_step": checkpoint.get("global_step"),
+        "epoch": checkpoint.get("epoch"),
+        "ema": bool(ema),
+    }
+    return pipe, cfg

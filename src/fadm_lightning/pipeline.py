@@ -10,12 +10,19 @@ One object owns the denoising loop; validation, callbacks and the inference comm
 posterior variance, REFERENCE_SPEC §4.6). One noise draw (x_T and the per-step noise) is shared by
 every frame of the batch, and re-drawn identically for the same ``seed``, so that the frames of a
 video processed in several chunks all see the same noise (temporal consistency).
+
+A pipeline saves to and loads from a folder the diffusers way (:meth:`FADMPipeline.save_pretrained`,
+:meth:`FADMPipeline.from_pretrained`; the format is in :mod:`fadm_lightning.pretrained`), and
+:meth:`FADMPipeline.from_official_release` assembles the four files of the official release.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
 
 import torch
 from diffusers import DDIMScheduler
@@ -29,6 +36,16 @@ Annotation = Mapping[str, torch.Tensor] | None
 
 PREDICTION_TYPES = ("epsilon", "sample", "v_prediction")
 TARGETS = ("image", "residual")
+
+#: the official sampler (REFERENCE_SPEC §4.6): every training timestep, DDIM η = 1, from pure
+#: noise, x̂_0 not clipped (the default sampler of the official release)
+OFFICIAL_SAMPLER = {
+    "steps": 100,
+    "eta": 1.0,
+    "strength": 1.0,
+    "clip_sample": False,
+    "start_noise": True,
+}
 
 
 def official_scheduler(
@@ -151,6 +168,17 @@ class FADMPipeline:
         target: "image" (paper: the chain diffuses the frame x) or "residual" (it diffuses
             r = x − g and returns g + r̂, so a refiner whose r̂ is 0 returns the coarse frame).
         coarse_input: the denoiser also sees g at full resolution: its input is cat(x_t, c, g).
+
+    What a loader knows about the model, kept for :meth:`save_pretrained` and the inference
+    commands (keyword-only, all optional):
+
+        image_size: the resolution it was trained at (frames are cropped to it).
+        default_sampler: the sampler it was validated with (``steps``, ``eta``, ``strength``,
+            ``clip_sample``, ``start_noise``; :data:`OFFICIAL_SAMPLER` for the release).
+        part_configs: ``_target_`` + plain constructor arguments of the parts that are not
+            diffusers objects (``agcn``, ``coarse``, ``attributes``, an official ``unet``).
+        run_config: the training run's ``data`` and ``model`` configs.
+        source: where it was loaded from (file, step, EMA), for the model card.
     """
 
     def __init__(
@@ -163,6 +191,12 @@ class FADMPipeline:
         attributes_from: str = "driving",
         target: str = "image",
         coarse_input: bool = False,
+        *,
+        image_size: int | None = None,
+        default_sampler: Mapping[str, Any] | None = None,
+        part_configs: Mapping[str, Mapping[str, Any]] | None = None,
+        run_config: Mapping[str, Any] | None = None,
+        source: Mapping[str, Any] | None = None,
     ) -> None:
         if target not in TARGETS:
             raise ValueError(f"target must be one of {TARGETS}, got {target!r}")
@@ -178,6 +212,177 @@ class FADMPipeline:
         self.coarse, self.attributes = coarse, attributes
         self.attributes_from = attributes_from
         self.target, self.coarse_input = target, coarse_input
+        self.image_size = image_size
+        self.default_sampler = None if default_sampler is None else dict(default_sampler)
+        self.part_configs = {k: dict(v) for k, v in (part_configs or {}).items()}
+        self.run_config = None if run_config is None else dict(run_config)
+        self.source = dict(source or {})
+
+    # ------------------------------------------------------------------ sharing (folders)
+    def save_pretrained(
+        self,
+        folder: str | os.PathLike[str],
+        *,
+        model_card_metrics: Mapping[str, Any] | str | os.PathLike[str] | None = None,
+        overwrite: bool = False,
+        name: str | None = None,
+    ) -> Path:
+        """Write the pipeline as a self-contained folder (diffusers layout, safetensors weights,
+        ``model_index.json``, a generated ``README.md`` model card); see
+        :func:`fadm_lightning.pretrained.save_pretrained`.
+
+        Args:
+            folder: the folder to write (written next to it, then renamed into place).
+            model_card_metrics: the ``results.json`` of ``python -m fadm_lightning.evaluate``
+                (its path or its contents) for the card's metrics table.
+            overwrite: replace an existing non-empty folder.
+            name: the model's name in the card (default: the folder's name).
+        Returns:
+            The folder's path.
+        """
+        from fadm_lightning.pretrained import save_pretrained
+
+        return save_pretrained(
+            self, folder, model_card_metrics=model_card_metrics, overwrite=overwrite, name=name
+        )
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        folder: str | os.PathLike[str],
+        device: str | torch.device = "cpu",
+        overrides: list[str] | tuple[str, ...] = (),
+    ) -> FADMPipeline:
+        """Load a folder written by :meth:`save_pretrained` (strictly: a missing or mis-shaped
+        part or key is an error naming the file); see :func:`fadm_lightning.pretrained.load_pretrained`.
+
+        Args:
+            folder: the folder (it holds ``model_index.json``).
+            device: where the networks go.
+            overrides: dot-list overrides of the frozen parts' configs
+                (``["coarse.yaw=20"]``, ``["coarse.checkpoint=/w/vox-cpk.pth.tar"]``).
+        """
+        from fadm_lightning.pretrained import load_pretrained
+
+        return load_pretrained(folder, overrides=overrides, device=device)[0]
+
+    @classmethod
+    def from_official_release(
+        cls,
+        diffusion: str | os.PathLike[str] | None,
+        deca: str | os.PathLike[str] | None,
+        facevid: str | os.PathLike[str] | None = None,
+        fomm: str | os.PathLike[str] | None = None,
+        coarse: Literal["facevid", "fomm"] = "facevid",
+        attributes_from: Literal["coarse", "driving"] = "coarse",
+        facevid_options: Mapping[str, Any] | None = None,
+        fomm_options: Mapping[str, Any] | None = None,
+        denoiser_options: Mapping[str, Any] | None = None,
+        device: str | torch.device = "cpu",
+    ) -> FADMPipeline:
+        """The official FADM release (four files) as a ready pipeline (frozen, eval mode, on
+        ``device``): ``conf/model/fadm_official_release.yaml``, ``docs/official_release.md``.
+
+        The official demo (REFERENCE_SPEC §4.4, §4.6): face-vid2vid coarse frames with absolute
+        keypoints, attr_d = DECA(**coarse frame**), and DDIM η = 1 over all 100 steps with the
+        noise fixed per video (:data:`OFFICIAL_SAMPLER`, the pipeline's ``default_sampler``).
+        Every required file is checked before anything is built; all missing ones are reported
+        together.
+
+        Args:
+            diffusion: ``diffusion.pth`` (the denoiser, :class:`OfficialFADMDenoiser`, in both
+                roles: AGCN and UNet).
+            deca: ``deca_model.tar`` (attributes, :class:`DECAAttributes`).
+            facevid: ``Facevid.pth`` (required with ``coarse="facevid"``).
+            fomm: ``FOMM.pth`` (required with ``coarse="fomm"``).
+            coarse: ``"facevid"`` (official demo) or ``"fomm"`` (the coarse frames FADM was
+                trained on).
+            attributes_from: ``"coarse"`` (official demo) or ``"driving"`` (paper, eq. 9).
+            facevid_options: extra arguments of :class:`FacevidCoarseGenerator` (``mode``,
+                ``yaw``/``pitch``/``roll``, …; sizes for tests).
+            fomm_options: extra arguments of :class:`FOMMCoarseGenerator`.
+            denoiser_options: extra arguments of :class:`OfficialFADMDenoiser` (sizes for tests).
+            device: where every network is put.
+
+        Raises:
+            ValueError: unknown ``coarse``, or DECA's size differs from the denoiser's.
+            OfficialReleaseMissingError: required files are missing (each one is listed).
+        """
+        from fadm_lightning.models.attributes import deca as deca_module
+        from fadm_lightning.models.coarse.facevid import FacevidCoarseGenerator
+        from fadm_lightning.models.coarse.fomm import FOMMCoarseGenerator
+        from fadm_lightning.models.official.checkpoint import load_diffusion_checkpoint
+        from fadm_lightning.models.official.denoiser import OfficialFADMDenoiser
+        from fadm_lightning.models.official.release import (
+            OfficialReleaseMissingError,
+            missing_release_files,
+        )
+
+        if coarse not in ("facevid", "fomm"):
+            raise ValueError(
+                f"from_official_release: coarse must be 'facevid' or 'fomm', got {coarse!r}"
+            )
+        problems = missing_release_files(diffusion, deca, facevid, fomm, coarse)
+        if problems:
+            lines = "\n".join(f"  - {problem}" for problem in problems)
+            raise OfficialReleaseMissingError(
+                f"Cannot load the official FADM release: {len(problems)} required file(s) "
+                f"missing:\n{lines}\nSet them on the command line (model.diffusion=…, "
+                "model.deca=…, model.facevid=…, model.fomm=… with model=fadm_official_release; "
+                "diffusion=…, deca=…, facevid=…, fomm=… for convert_release), in "
+                "conf/model/fadm_official_release.yaml or via paths.pretrained_dir; see "
+                "docs/official_release.md."
+            )
+
+        # 1. denoiser (AGCN and UNet in one module)
+        denoiser_args = dict(denoiser_options or {})
+        denoiser = OfficialFADMDenoiser(**denoiser_args)
+        load_diffusion_checkpoint(diffusion, denoiser)
+        denoiser.requires_grad_(False).eval()
+
+        # 2. coarse generator and attributes (frozen by construction)
+        if coarse == "facevid":
+            coarse_class, coarse_args = FacevidCoarseGenerator, dict(facevid_options or {})
+            coarse_args["checkpoint"] = str(facevid)
+        else:
+            coarse_class, coarse_args = FOMMCoarseGenerator, dict(fomm_options or {})
+            coarse_args["checkpoint"] = str(fomm)
+        coarse_generator = coarse_class(**coarse_args)
+        attributes_class = deca_module.DECAAttributes
+        attributes = attributes_class(checkpoint=str(deca))
+        if getattr(attributes, "dim", denoiser.attr_dim) != denoiser.attr_dim:
+            raise ValueError(
+                f"attribute size mismatch: DECA gives {attributes.dim}, the denoiser expects "
+                f"{denoiser.attr_dim}"
+            )
+        for module in (denoiser, coarse_generator, attributes):
+            module.to(device)
+
+        def target(kind: type) -> str:
+            return f"{kind.__module__}.{kind.__qualname__}"
+
+        return cls(
+            agcn=denoiser,
+            unet=denoiser,
+            scheduler=denoiser.make_scheduler(),
+            coarse=coarse_generator,
+            attributes=attributes,
+            attributes_from=attributes_from,
+            image_size=denoiser.image_size,
+            default_sampler=OFFICIAL_SAMPLER,
+            part_configs={
+                "unet": {"_target_": target(OfficialFADMDenoiser), **denoiser_args},
+                "coarse": {"_target_": target(coarse_class), **coarse_args},
+                "attributes": {"_target_": target(attributes_class), "checkpoint": str(deca)},
+            },
+            source={
+                "official_release": {
+                    "diffusion": str(diffusion),
+                    "deca": str(deca),
+                    coarse: str(facevid if coarse == "facevid" else fomm),
+                }
+            },
+        )
 
     @property
     def prediction_type(self) -> str:

@@ -17,7 +17,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from fadm_lightning.checkpoints import config_for_checkpoint
 from fadm_lightning.config import hydra_main
-from fadm_lightning.results_table import format_table
+from fadm_lightning.evaluation.tables import format_table
 
 PREFLIGHT_GROUPS = ("data", "coarse", "attributes")
 

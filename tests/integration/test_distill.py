@@ -10,7 +10,7 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 
 from fadm_lightning.checkpoints import load_pipeline
-from fadm_lightning.distill_module import FADMDistillLitModule, plain_model_config
+from fadm_lightning.systems.distill import FADMDistillLitModule, plain_model_config
 from fadm_lightning.train import train
 
 
@@ -86,7 +86,7 @@ def test_distillation_trains_and_saves_a_plain_checkpoint(compose_train, tmp_pat
     ckpt_path = result["last_checkpoint"] or result["best_checkpoint"]
     ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)
     stored = ckpt["fadm_config"]["model"]
-    assert stored["_target_"] == "fadm_lightning.lit_module.FADMLitModule"
+    assert stored["_target_"] == "fadm_lightning.systems.fadm.FADMLitModule"
     assert "teacher_ckpt" not in stored and stored["val_start_noise"] is False
     # the student loads like any checkpoint and differs from its teacher after training
     student, _ = load_pipeline(ckpt_path)
@@ -149,7 +149,7 @@ def test_a_teacher_of_another_architecture_is_refused(compose_train, tmp_path, t
 def test_plain_model_config_drops_the_distillation_arguments():
     model = {"_target_": "x.Student", "teacher_ckpt": "t.ckpt", "gt_weight": 1.0, "lr": 3}
     assert plain_model_config(model) == {
-        "_target_": "fadm_lightning.lit_module.FADMLitModule",
+        "_target_": "fadm_lightning.systems.fadm.FADMLitModule",
         "lr": 3,
     }
 

@@ -17,8 +17,8 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, open_dict
 
-from fadm_lightning.data.video import read_frames
-from fadm_lightning.evaluate import EvaluationError, evaluate
+from fadm_lightning.evaluation import EvaluationError, evaluate
+from fadm_lightning.media.video import read_frames
 from fadm_lightning.train import train
 
 from ..conftest import CONFIG_DIR, TINY_OVERRIDES

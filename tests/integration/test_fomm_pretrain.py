@@ -10,8 +10,8 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 
-from fadm_lightning.fomm_lit_module import EVAL_METRICS
-from fadm_lightning.results_table import format_table
+from fadm_lightning.evaluation.tables import format_table
+from fadm_lightning.systems.fomm import EVAL_METRICS
 from fadm_lightning.train import MissingPathsError, train
 
 from ..conftest import TINY_OVERRIDES

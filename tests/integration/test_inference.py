@@ -24,10 +24,10 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from PIL import Image
 
+from fadm_lightning import synthetic
 from fadm_lightning.checkpoints import CONFIG_KEY, config_for_checkpoint
-from fadm_lightning.data import synthetic
 from fadm_lightning.inference.cli import run_command
-from fadm_lightning.inference.media import iter_frames, probe_video
+from fadm_lightning.media.video import iter_frames, probe_video
 
 from ..conftest import CONFIG_DIR, FIXTURES, REPO
 
@@ -408,7 +408,7 @@ def test_bad_inputs_give_clear_errors_and_leave_no_output(
 
 def test_a_failure_midway_removes_the_partial_output(ckpt, clip_aac, workdir, monkeypatch):
     from fadm_lightning.inference.model import FrameRefiner, SamplerSettings, load_refiner
-    from fadm_lightning.rectify import RectifyOptions, rectify_video
+    from fadm_lightning.inference.rectify import RectifyOptions, rectify_video
 
     calls = []
 
@@ -503,7 +503,7 @@ def real_clip(workdir) -> Path:
 
 
 def test_animate_real_portrait_relative_motion_from_the_best_frame(ckpt, real_clip, workdir):
-    from fadm_lightning.animate import AnimateOptions, animate_video
+    from fadm_lightning.inference.animate import AnimateOptions, animate_video
     from fadm_lightning.inference.model import SamplerSettings, load_refiner
 
     refiner = load_refiner(ckpt, device="cpu")
@@ -555,15 +555,12 @@ def test_docs_describe_every_option():
 
 def test_official_release_animates_with_face_vid2vid_in_relative_mode(workdir, monkeypatch):
     """The release path (model=fadm_official_release) with tiny stand-ins of its files."""
-    from fadm_lightning.animate import AnimateOptions, animate_video
+    from fadm_lightning.inference.animate import AnimateOptions, animate_video
     from fadm_lightning.inference.model import SamplerSettings, load_refiner
+    from fadm_lightning.models.attributes import deca
     from fadm_lightning.models.coarse.facevid import FacevidCoarseGenerator
     from fadm_lightning.models.coarse.facevid.checkpoint import save_facevid_checkpoint
-    from fadm_lightning.models.official import (
-        OfficialFADMDenoiser,
-        release,
-        save_diffusion_checkpoint,
-    )
+    from fadm_lightning.models.official import OfficialFADMDenoiser, save_diffusion_checkpoint
 
     class PixelDECA(torch.nn.Module):  # DECA's interface without its 100 MB ResNet-50
         dim, needs_annotations = 56, False
@@ -600,7 +597,7 @@ def test_official_release_animates_with_face_vid2vid_in_relative_mode(workdir, m
     )
     save_diffusion_checkpoint(folder / "diffusion.pth", OfficialFADMDenoiser(**denoiser_options))
     (folder / "deca_model.tar").write_bytes(b"")
-    monkeypatch.setattr(release, "DECAAttributes", PixelDECA)
+    monkeypatch.setattr(deca, "DECAAttributes", PixelDECA)
     cfg = _compose(
         "animate",
         [

@@ -10,9 +10,9 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 
+from fadm_lightning.evaluation.tables import KNOWN_COLUMNS, format_table
 from fadm_lightning.metrics import perceptual as perceptual_module
 from fadm_lightning.metrics.perceptual import STLPIPS
-from fadm_lightning.results_table import KNOWN_COLUMNS, format_table
 from fadm_lightning.train import train
 
 NEW_KEYS = [
@@ -145,7 +145,7 @@ def test_evaluate_offers_stlpips(compose_train, tmp_path):
     from hydra.core.global_hydra import GlobalHydra
     from omegaconf import open_dict
 
-    from fadm_lightning.evaluate import evaluate
+    from fadm_lightning.evaluation import evaluate
 
     from ..conftest import CONFIG_DIR
 

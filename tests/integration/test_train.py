@@ -23,7 +23,7 @@ MODELS = sorted(
     p.stem
     for p in (Path(CONFIG_DIR) / "model").glob("*.yaml")
     if OmegaConf.load(p)
-    .get("_target_", "fadm_lightning.lit_module.FADMLitModule")
+    .get("_target_", "fadm_lightning.systems.fadm.FADMLitModule")
     .endswith("FADMLitModule")
     and "official_release" not in p.stem
 )

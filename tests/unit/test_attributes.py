@@ -154,7 +154,7 @@ def test_missing_checkpoint_file_names_it(tmp_path):
 def test_not_a_checkpoint(tmp_path):
     text = tmp_path / "deca_model.tar"
     text.write_text("not a checkpoint\n" * 10)
-    with pytest.raises(CheckpointError, match="not a torch checkpoint"):
+    with pytest.raises(CheckpointError, match="not a readable DECA checkpoint: it is a text file"):
         DECAAttributes(checkpoint=text)
     other = tmp_path / "other.tar"
     torch.save({"model": {}}, other)
@@ -185,13 +185,16 @@ def test_num_batches_tracked_may_be_absent(deca, tmp_path):
     DECAAttributes(checkpoint=path)
 
 
-def test_pickled_objects_need_explicit_opt_in(deca, tmp_path):
+def test_pickled_objects_are_refused(deca, tmp_path):
+    """Always ``torch.load(weights_only=True)``: a file that pickles other objects is refused."""
     path = tmp_path / "with_cfg.tar"
     state = deca.flame_encoder.state_dict()
     torch.save({"E_flame": state, "cfg": argparse.Namespace(lr=1e-4)}, path)
-    with pytest.raises(CheckpointError, match="allow_unsafe_pickle=True"):
+    with pytest.raises(CheckpointError) as error:
         DECAAttributes(checkpoint=path)
-    DECAAttributes(checkpoint=path, allow_unsafe_pickle=True)
+    message = str(error.value)
+    assert "cannot be loaded safely (argparse.Namespace)" in message
+    assert "\n" not in message and "weights_only" not in message
 
 
 def test_deca_config(deca_tar):
@@ -273,13 +276,13 @@ def clip() -> np.ndarray:
     """Every 4th frame of driving.mp4 (57 of 227), uint8 T×256×256×3."""
     if not FIXTURES.is_dir():
         pytest.skip(f"real face fixtures not found at {FIXTURES}")
-    from fadm_lightning.data.video import read_frames
+    from fadm_lightning.media.video import read_frames
 
     return read_frames(FIXTURES / "driving.mp4", range(0, 227, 4))
 
 
 def test_missing_dlib_is_named(monkeypatch):
-    from fadm_lightning.models.face import dlib_face
+    from fadm_lightning.faces import dlib_face
 
     monkeypatch.setitem(sys.modules, "dlib", None)  # makes `import dlib` fail
     with pytest.raises(dlib_face.DlibNotInstalledError, match="dlib-bin"):

@@ -20,7 +20,6 @@ from fadm_lightning.data.celeba import (
     CelebASourceDataset,
     CelebASourcesDataModule,
 )
-from fadm_lightning.data.face_tubes import crop_square
 from fadm_lightning.data.pairs import (
     CrossIdentityPairsDataset,
     Pair,
@@ -29,8 +28,9 @@ from fadm_lightning.data.pairs import (
     read_pairs_csv,
     write_pairs_csv,
 )
-from fadm_lightning.data.synthetic import generate_dataset
 from fadm_lightning.data.voxceleb import VoxCelebIndex, person_id
+from fadm_lightning.faces.crop import crop_square
+from fadm_lightning.synthetic import generate_dataset
 from fadm_lightning.train import missing_paths
 
 REPO = Path(__file__).resolve().parents[2]
@@ -83,7 +83,7 @@ def test_celeba_crop_matches_the_voxceleb_framing(tmp_path):
     """Faces aligned as CelebA aligns them come out framed like the VoxCeleb test frames."""
     if not FIXTURES.is_dir():
         pytest.skip(f"shared fixtures not found at {FIXTURES}")
-    dlib_face = pytest.importorskip("fadm_lightning.models.face.dlib_face")
+    dlib_face = pytest.importorskip("fadm_lightning.faces.dlib_face")
     try:
         face = dlib_face.DlibFace(cnn_fallback=False)
     except dlib_face.DlibNotInstalledError as err:

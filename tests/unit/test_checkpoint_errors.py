@@ -4,8 +4,11 @@ to file an issue with PyTorch."""
 
 from __future__ import annotations
 
+import argparse
+import collections
 import os
 import pickle
+import re
 import zipfile
 from pathlib import Path
 
@@ -37,7 +40,7 @@ def jpeg(path: Path) -> Path:
 
 
 def mp4(path: Path) -> Path:
-    from fadm_lightning.data.video import write_mp4
+    from fadm_lightning.media.video import write_mp4
 
     write_mp4(path, np.zeros((2, 16, 16, 3), np.uint8), fps=25)
     return path
@@ -193,3 +196,219 @@ def test_a_real_checkpoint_still_reads(tmp_path):
     checkpoint = _read(path)
     assert torch.equal(checkpoint["state_dict"]["unet.w"], torch.ones(2))
     assert read_run_config(path) == config
+
+
+# --------------------------------------------------------------- every weight loader of the package
+
+
+class ForeignDict(collections.OrderedDict):
+    """A dict subclass of this test module: a state dict saved with it needs a foreign global."""
+
+
+def yaml_text(path: Path) -> Path:
+    path.write_text("coarse:\n  checkpoint: /weights/vox-cpk.pth.tar\n")
+    return path
+
+
+def lfs_pointer(path: Path) -> Path:
+    path.write_text(
+        "version https://git-lfs.github.com/spec/v1\n"
+        "oid sha256:4d7a2a3f0e1c9b8a7d6e5f4c3b2a190817263544536271809a8b7c6d5e4f3a2b\n"
+        "size 727411518\n"
+    )
+    return path
+
+
+def torch_file_with_foreign_dict(path: Path) -> Path:
+    torch.save({"generator": ForeignDict(w=torch.zeros(2))}, path)
+    return path
+
+
+def pickle_of_namespace(path: Path) -> Path:
+    path.write_bytes(pickle.dumps(argparse.Namespace(lr=1e-4, state_dict={})))
+    return path
+
+
+def torch_file_cut_in_half(path: Path) -> Path:
+    torch.save({"generator": {"w": torch.zeros(256)}}, path)
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    return path
+
+
+def legacy_torch_file_cut_in_half(path: Path) -> Path:
+    torch.save({"generator": {"w": torch.zeros(256)}}, path, _use_new_zipfile_serialization=False)
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    return path
+
+
+def html_page(path: Path) -> Path:  # what a file host sends instead of a large file
+    path.write_text("<!DOCTYPE html>\n<html><head><title>Sign in</title></head></html>\n")
+    return path
+
+
+BAD_FILES = {
+    # maker, what the message must say the file is
+    "png": (png, "is a PNG image"),
+    "yaml": (yaml_text, "is a text file"),
+    "empty": (empty, "is an empty file (0 bytes)"),
+    "zip": (zip_archive, "is a zip archive but not a PyTorch file"),
+    "lfs": (lfs_pointer, "is a Git LFS pointer"),
+    "html": (html_page, "is an HTML page"),
+    "foreign_dict": (
+        torch_file_with_foreign_dict,
+        f"holds Python objects that cannot be loaded safely ({__name__}.ForeignDict",
+    ),
+    "namespace": (
+        pickle_of_namespace,
+        "holds Python objects that cannot be loaded safely (argparse.Namespace",
+    ),
+    "half": (torch_file_cut_in_half, "is a truncated or damaged zip archive"),
+    "legacy_half": (legacy_torch_file_cut_in_half, "is a truncated or damaged PyTorch file"),
+}
+
+
+def _loaders() -> dict:
+    """name → (read(path), error class, what, expected) for every loader of a weights file."""
+    from torch import nn
+
+    from fadm_lightning.metrics.lpips_fid import build_lpips_alex, load_pytorch_fid_weights
+    from fadm_lightning.metrics.perceptual import build_stlpips_alex
+    from fadm_lightning.models.attributes import deca
+    from fadm_lightning.models.coarse.facevid import checkpoint as facevid
+    from fadm_lightning.models.coarse.fomm import checkpoint as fomm
+    from fadm_lightning.models.coarse.fomm.training import VGG19_EXPECTED, VGG19Features
+    from fadm_lightning.models.face.weights import WeightsFileError, load_weights
+    from fadm_lightning.models.official import checkpoint as official
+
+    one = nn.Identity
+    return {
+        "training": (_read, CheckpointError, "checkpoint", EXPECTED),
+        "fomm": (
+            lambda p: fomm.load_fomm_checkpoint(p, one(), one()),
+            fomm.FOMMCheckpointError,
+            "FOMM checkpoint",
+            fomm.EXPECTED_CHECKPOINT,
+        ),
+        "facevid": (
+            lambda p: facevid.load_facevid_checkpoint(p, one(), one(), one()),
+            facevid.FacevidCheckpointError,
+            "face-vid2vid checkpoint",
+            facevid.EXPECTED_CHECKPOINT,
+        ),
+        "diffusion": (
+            lambda p: official.load_diffusion_checkpoint(p, one()),
+            official.DiffusionCheckpointError,
+            "FADM denoiser checkpoint",
+            official.EXPECTED_CHECKPOINT,
+        ),
+        "deca": (
+            deca.load_flame_encoder_state,
+            deca.CheckpointError,
+            "DECA checkpoint",
+            deca.CHECKPOINT_DESCRIPTION.rstrip("."),
+        ),
+        "face": (
+            lambda p: load_weights(nn.Linear(2, 2), p, "tiny linear"),
+            WeightsFileError,
+            "PyTorch weights file",
+            "tiny linear weights, a torch.save'd state dict",
+        ),
+        "vgg": (VGG19Features, RuntimeError, "VGG-19 weights file", VGG19_EXPECTED),
+        "lpips_alexnet": (
+            build_lpips_alex,
+            ValueError,
+            "PyTorch weights file",
+            "torchvision's ImageNet AlexNet state dict",
+        ),
+        "fid_inception": (
+            lambda p: load_pytorch_fid_weights(None, p),  # fails before the network is used
+            ValueError,
+            "PyTorch weights file",
+            "pytorch-fid's (or torch-fidelity's) FID Inception-v3 state dict",
+        ),
+        "stlpips": (
+            build_stlpips_alex,
+            ValueError,
+            "PyTorch weights file",
+            "the ST-LPIPS[alex] weights",
+        ),
+    }
+
+
+LOADERS = [
+    "training",
+    "fomm",
+    "facevid",
+    "diffusion",
+    "deca",
+    "face",
+    "vgg",
+    "lpips_alexnet",
+    "fid_inception",
+    "stlpips",
+]
+
+
+def _assert_one_line_of_ours(message: str, path: Path, what: str) -> None:
+    assert "\n" not in message, message  # exactly one line
+    assert message.startswith(f"{path}: not a readable {what}: it "), message
+    for noise in ("weights_only", "Weights only", "issue", "Unpickler", "pickle protocol"):
+        assert noise not in message, message
+
+
+def test_every_loader_is_listed():
+    assert sorted(_loaders()) == sorted(LOADERS)
+
+
+@pytest.mark.parametrize("bad", list(BAD_FILES))
+@pytest.mark.parametrize("loader", LOADERS)
+def test_every_loader_gives_one_line_of_ours_for_a_file_that_is_not_its_checkpoint(
+    tmp_path, recwarn, loader, bad
+):
+    read, error, what, expected = _loaders()[loader]
+    make, is_what = BAD_FILES[bad]
+    path = make(tmp_path / f"{loader}.pth")
+    with pytest.raises(error) as caught:
+        read(path)
+    assert type(caught.value) is error  # the loader's own class, which the CLI catches
+    message = str(caught.value)
+    _assert_one_line_of_ours(message, path, what)
+    assert f": it {is_what}" in message, message
+    assert f"Expected {expected}" in message, message
+    assert caught.value.__cause__ is None and caught.value.__suppress_context__  # from None
+    assert not [w for w in recwarn if "pickle protocol" in str(w.message)]
+
+
+@pytest.mark.parametrize("loader", LOADERS)
+def test_every_loader_names_a_missing_file(tmp_path, loader):
+    read = _loaders()[loader][0]
+    path = tmp_path / "absent" / "weights.pth"
+    with pytest.raises(FileNotFoundError, match=re.escape(str(path))):
+        read(path)
+
+
+def test_lpips_linear_layers_file_that_is_not_one(tmp_path, monkeypatch):
+    """torchmetrics' own ``alex.pth`` is read the same way (a damaged installation)."""
+    from torchmetrics.functional.image import lpips as tm_lpips
+
+    from fadm_lightning.metrics.lpips_fid import build_lpips_alex
+
+    (tmp_path / "lpips_models").mkdir()
+    lin_file = png(tmp_path / "lpips_models" / "alex.pth")
+    monkeypatch.setattr(tm_lpips, "__file__", str(tmp_path / "lpips.py"))
+    with pytest.raises(RuntimeError) as caught:
+        build_lpips_alex(png(tmp_path / "alexnet.pth"))
+    _assert_one_line_of_ours(str(caught.value), lin_file, "LPIPS linear-layer file")
+    assert "is a PNG image" in str(caught.value)
+
+
+def test_the_describing_function_passes_a_real_torch_file(tmp_path):
+    from fadm_lightning.models.torch_file import describe_not_a_torch_file, load_torch_file
+
+    path = tmp_path / "weights.pth"
+    torch.save({"w": torch.ones(3)}, path)
+    assert describe_not_a_torch_file(path, "anything") is None
+    state = load_torch_file(path, what="weights file", expected="a state dict", error=ValueError)
+    assert torch.equal(state["w"], torch.ones(3))

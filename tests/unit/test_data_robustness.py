@@ -15,22 +15,15 @@ import torch
 from PIL import Image
 
 from fadm_lightning.callbacks.data_errors import DataErrorsCallback
-from fadm_lightning.data.annotations import annotation_path, save_annotation
 from fadm_lightning.data.celeba import CelebASourceDataset
 from fadm_lightning.data.datamodule import VoxCelebDataModule
-from fadm_lightning.data.synthetic import generate_dataset
-from fadm_lightning.data.video import (
-    ImageReadError,
-    VideoReadError,
-    decode_skipped,
-    encode_skipped,
-    read_frames,
-    read_image,
-    read_image_with_note,
-    write_mp4,
-    write_png_folder,
-)
+from fadm_lightning.data.skipped import decode_skipped, encode_skipped
 from fadm_lightning.data.voxceleb import VoxCelebIndex, VoxCelebTrainDataset
+from fadm_lightning.media.errors import ImageReadError, VideoReadError
+from fadm_lightning.media.image import read_image, read_image_with_note
+from fadm_lightning.media.video import read_frames, write_mp4, write_png_folder
+from fadm_lightning.synthetic import generate_dataset
+from fadm_lightning.synthetic.annotations import annotation_path, save_annotation
 
 FIXTURES = Path(__file__).resolve().parents[2].parent / "shared" / "fixtures" / "voxceleb_sample"
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import pytest
 import torch
 
-from fadm_lightning.fomm_lit_module import FOMMLitModule, split_optimizer_state
 from fadm_lightning.models.coarse.fomm import (
     FOMMCoarseGenerator,
     KPDetector,
@@ -24,6 +23,7 @@ from fadm_lightning.models.coarse.fomm.training import (
     equivariance_losses,
     laplacian_bands,
 )
+from fadm_lightning.systems.fomm import FOMMLitModule, split_optimizer_state
 
 SIZE = 32  # image side of the small networks below
 TINY_KP = dict(num_kp=4, block_expansion=8, max_features=32, num_blocks=3)

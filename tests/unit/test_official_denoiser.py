@@ -13,6 +13,7 @@ from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
+from fadm_lightning.models.attributes import deca as deca_module
 from fadm_lightning.models.coarse.facevid import FacevidCoarseGenerator, save_facevid_checkpoint
 from fadm_lightning.models.official import (
     SCHEDULE_BUFFERS,
@@ -22,10 +23,8 @@ from fadm_lightning.models.official import (
     OfficialReleaseMissingError,
     condition_inputs,
     load_diffusion_checkpoint,
-    load_official_release,
     save_diffusion_checkpoint,
 )
-from fadm_lightning.models.official import release as release_module
 from fadm_lightning.models.official.blocks import SelfAttention, TimeEmbedding
 from fadm_lightning.pipeline import FADMPipeline, official_scheduler
 
@@ -358,7 +357,7 @@ class FakeDECA(torch.nn.Module):
 def test_release_lists_every_missing_file(tmp_path):
     (tmp_path / "diffusion.pth").write_bytes(b"")
     with pytest.raises(OfficialReleaseMissingError) as error:
-        load_official_release(
+        FADMPipeline.from_official_release(
             diffusion=tmp_path / "diffusion.pth",
             deca=tmp_path / "deca" / "deca_model.tar",
             facevid=None,
@@ -371,7 +370,9 @@ def test_release_lists_every_missing_file(tmp_path):
     )
     assert "diffusion:" not in message and "unused_FOMM" not in message  # present / not needed
     with pytest.raises(OfficialReleaseMissingError, match="fomm: not set"):
-        load_official_release(tmp_path / "diffusion.pth", tmp_path / "x.tar", coarse="fomm")
+        FADMPipeline.from_official_release(
+            tmp_path / "diffusion.pth", tmp_path / "x.tar", coarse="fomm"
+        )
 
 
 def test_release_config_resolves_under_pretrained_dir_and_checks_files(compose_train):
@@ -421,9 +422,9 @@ def test_release_assembles_a_ready_pipeline(tmp_path, monkeypatch):
     diffusion_path = save_diffusion_checkpoint(tmp_path / "diffusion.pth", denoiser)
     deca_path = tmp_path / "deca_model.tar"
     deca_path.write_bytes(b"")
-    monkeypatch.setattr(release_module, "DECAAttributes", FakeDECA)
+    monkeypatch.setattr(deca_module, "DECAAttributes", FakeDECA)
 
-    pipe = load_official_release(
+    pipe = FADMPipeline.from_official_release(
         diffusion=diffusion_path,
         deca=deca_path,
         facevid=facevid_path,

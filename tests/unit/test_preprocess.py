@@ -13,18 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from fadm_lightning.data.face_tubes import (
-    box_iou,
-    crop_square,
-    cut_square,
-    link_tubes,
-    select_tubes,
-    square_crop_box,
-)
-from fadm_lightning.data.video import read_frames, write_mp4
-from fadm_lightning.inference.faces import FaceCrop
-from fadm_lightning.inference.media import iter_frames
-from fadm_lightning.preprocess import (
+from fadm_lightning.data.preprocessing import (
     CropSettings,
     format_summary,
     iter_video,
@@ -32,6 +21,9 @@ from fadm_lightning.preprocess import (
     preprocess,
     summarize,
 )
+from fadm_lightning.faces.crop import FaceCrop, crop_square, cut_square, square_crop_box
+from fadm_lightning.faces.tubes import box_iou, link_tubes, select_tubes
+from fadm_lightning.media.video import iter_frames, read_frames, write_mp4
 from tests.unit.test_data_robustness import write_png16
 
 REPO = Path(__file__).resolve().parents[2]
@@ -189,7 +181,7 @@ def test_preprocess_command_finds_the_face_tube_and_reports_broken_files(first_r
 
     clip = read_frames(out / summary["clips"][0])
     assert clip.shape == (NUM_FRAMES, 256, 256, 3)
-    from fadm_lightning.models.face import DlibFace
+    from fadm_lightning.faces.dlib_face import DlibFace
 
     face = DlibFace(cnn_fallback=False)
     for t in (0, NUM_FRAMES // 2, NUM_FRAMES - 1):
@@ -370,7 +362,7 @@ def test_rotated_clip_comes_out_upright(tmp_path):
     if not (FIXTURES / "driving.mp4").is_file():
         pytest.skip(f"shared fixture clip not found at {FIXTURES / 'driving.mp4'}")
     pytest.importorskip("dlib")
-    from fadm_lightning.models.face import DlibFace
+    from fadm_lightning.faces.dlib_face import DlibFace
 
     num = 12
     face = read_frames(FIXTURES / "driving.mp4", list(range(num)))  # 256×256

@@ -15,15 +15,15 @@ import numpy as np
 import pytest
 import torch
 
-from fadm_lightning.metrics import MetricSuite
-from fadm_lightning.metrics.face_protocol import ArcFaceEmbedder, OpenFaceEmbedder
-from fadm_lightning.models.face.alignment import (
+from fadm_lightning.faces.alignment import (
     ARCFACE_TEMPLATE_112,
     align_arcface,
     five_points,
     similarity_transform,
     warp_affine,
 )
+from fadm_lightning.metrics import MetricSuite
+from fadm_lightning.metrics.face_protocol import ArcFaceEmbedder, OpenFaceEmbedder
 from fadm_lightning.models.face.fan import FAN_FILE, S3FD_FILE, package_version
 from fadm_lightning.models.face.iresnet import IResNet, iresnet
 from fadm_lightning.models.face.openface import CrossMapLRN, OpenFaceNN4Small2

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fadm_lightning.report import _overrides
+from fadm_lightning.evaluation.report import _overrides
 
 
 def test_overrides_show_booleans_one_way_and_skip_infrastructure(tmp_path):

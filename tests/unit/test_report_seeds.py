@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from fadm_lightning.report import gather
+from fadm_lightning.evaluation.report import gather
 
 
 def _job(root, name, overrides, refined_psnr, coarse_psnr=25.0):

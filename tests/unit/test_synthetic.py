@@ -9,11 +9,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from fadm_lightning.data import synthetic as S
-from fadm_lightning.data.annotations import annotation_path, load_annotation
-from fadm_lightning.data.video import read_frames
+from fadm_lightning import synthetic as S
+from fadm_lightning.media.video import read_frames
 from fadm_lightning.models.attributes.synthetic import SyntheticAttributes
 from fadm_lightning.models.coarse.synthetic import SyntheticCoarseGenerator
+from fadm_lightning.synthetic.annotations import annotation_path, load_annotation
 
 LM = {name: i for i, name in enumerate(S.LANDMARK_NAMES)}
 

@@ -13,12 +13,12 @@ import numpy as np
 import pytest
 from hydra.utils import instantiate
 
+from fadm_lightning import synthetic as S
 from fadm_lightning.benchmarks import sampling
-from fadm_lightning.data import synthetic as S
-from fadm_lightning.data.annotations import annotation_path, load_annotation
 from fadm_lightning.data.datamodule import SyntheticDataModule, VoxCelebDataModule
-from fadm_lightning.data.video import read_frames
 from fadm_lightning.data.voxceleb import VoxCelebIndex, VoxCelebPairsDataset, person_id
+from fadm_lightning.media.video import read_frames
+from fadm_lightning.synthetic.annotations import annotation_path, load_annotation
 
 # tiny: 2 train ids × 1 clip, 1 test id × 2 clips, 4 frames of 32×32, PNG (lossless) frames
 TINY = dict(

@@ -10,16 +10,16 @@ import pytest
 import torch
 
 from fadm_lightning.data import voxceleb
-from fadm_lightning.data.annotations import annotation_path, save_annotation
 from fadm_lightning.data.datamodule import VoxCelebDataModule
 from fadm_lightning.data.transforms import FrameAugmentation
-from fadm_lightning.data.video import write_mp4, write_png_folder
 from fadm_lightning.data.voxceleb import (
     VoxCelebClipDataset,
     VoxCelebIndex,
     VoxCelebPairsDataset,
     VoxCelebTrainDataset,
 )
+from fadm_lightning.media.video import write_mp4, write_png_folder
+from fadm_lightning.synthetic.annotations import annotation_path, save_annotation
 
 FIXTURE_CLIP = (
     Path(__file__).resolve().parents[2].parent / "shared/fixtures/voxceleb_sample/driving.mp4"

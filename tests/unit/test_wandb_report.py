@@ -14,12 +14,12 @@ from lightning.pytorch.loggers import CSVLogger, WandbLogger
 from PIL import Image
 from torchvision.utils import save_image
 
-from fadm_lightning.callbacks.media import save_png, side_by_side, to_uint8
 from fadm_lightning.callbacks.wandb_report import (
     ReconstructionVideosCallback,
     WandbTestTableCallback,
 )
-from fadm_lightning.results_table import format_table, results_table
+from fadm_lightning.evaluation.tables import format_table, results_table
+from fadm_lightning.media.pictures import save_png, side_by_side, to_uint8
 
 METRICS = {
     "test/l1_coarse": 0.04217,

@@ -51,8 +51,8 @@ BENCH_BATCH = 8
 
 def build_trees(workdir: Path, frames: int, ids: int) -> dict[str, Path]:
     """The synthetic trees of the benchmark under ``workdir``."""
-    from fadm_lightning.data.synthetic import generate_dataset
-    from fadm_lightning.data.video import read_frames, write_mp4
+    from fadm_lightning.media.video import read_frames, write_mp4
+    from fadm_lightning.synthetic import generate_dataset
 
     common = dict(
         num_train_ids=ids,
@@ -128,7 +128,7 @@ def time_loader(
 def time_pair_reads(path: Path, repeats: int, rounds: int = 3, seed: int = 0) -> float:
     """Seconds to read two random sorted frames of a clip (mp4 file or PNG folder): the best of
     ``rounds`` means over the same ``repeats`` random pairs."""
-    from fadm_lightning.data.video import count_frames, read_frames
+    from fadm_lightning.media.video import count_frames, read_frames
 
     rng = np.random.default_rng(seed)
     n = count_frames(path)
@@ -223,7 +223,7 @@ def run(args: argparse.Namespace) -> bool:
             print(f"  {label:<34} {seconds * 1e3:8.1f} ms per pair")
         real_reads = {}
         if args.real_clip and Path(args.real_clip).is_file():
-            from fadm_lightning.data.video import read_frames, write_mp4, write_png_folder
+            from fadm_lightning.media.video import read_frames, write_mp4, write_png_folder
 
             real = read_frames(args.real_clip)
             write_mp4(workdir / "real_default.mp4", real)

@@ -3,7 +3,7 @@
     python -m fadm_lightning.benchmarks.gpu --out logs/bench_gpu [--budget-s 285]
         [--max-batch 128] [--frames 16] [--official-frames 4] [--device cuda|cpu] [--tiny]
 
-Times :func:`~fadm_lightning.rectify.rectify_video` (decode, face crop, attributes, refinement,
+Times :func:`~fadm_lightning.inference.rectify.rectify_video` (decode, face crop, attributes, refinement,
 encode; model building and a warm-up batch excluded) at 256×256 with the paper-size network
 (random weights, the student's network overrides, as ``benchmarks.speed``) for
 
@@ -134,7 +134,7 @@ class Rows:
 
 
 def run_rectify(refiner, video: Path, folder: Path, settings, max_frames: int) -> dict[str, Any]:
-    from fadm_lightning.rectify import RectifyOptions, rectify_video
+    from fadm_lightning.inference.rectify import RectifyOptions, rectify_video
 
     out = folder / f"out_{time.monotonic_ns()}.mp4"
     options = RectifyOptions(progress=False, audio=False, max_frames=max_frames)
@@ -295,7 +295,7 @@ def frames_for(batch: int, wanted: int, available: int) -> int:
 
 
 def benchmark(args: argparse.Namespace, log: Callable[[str], None] = print) -> dict[str, Any]:
-    from fadm_lightning.inference.media import probe_video
+    from fadm_lightning.media.video import probe_video
 
     device = torch.device(args.device)
     if device.type == "cpu" and args.threads:

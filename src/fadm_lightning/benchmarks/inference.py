@@ -90,7 +90,7 @@ def peak_memory(device: torch.device) -> Iterator[dict]:
 # ------------------------------------------------------------------------------------ inputs
 def benchmark_inputs(folder: Path, frames: int) -> tuple[Path, Path]:
     """A portrait and a clip of ``frames`` 256×256 frames (the real clip when present)."""
-    from fadm_lightning.inference.media import VideoWriter, iter_frames
+    from fadm_lightning.media.video import VideoWriter, iter_frames
 
     folder.mkdir(parents=True, exist_ok=True)
     source, video = folder / "source.png", folder / "driving.mp4"
@@ -102,7 +102,7 @@ def benchmark_inputs(folder: Path, frames: int) -> tuple[Path, Path]:
     else:
         from PIL import Image
 
-        from fadm_lightning.data import synthetic
+        from fadm_lightning import synthetic
 
         rng = np.random.default_rng(0)
         identities = [synthetic.sample_identity(rng) for _ in range(2)]
@@ -148,10 +148,10 @@ def speed(
     """One row per (command, precision, steps): frames/s and peak memory."""
     import tempfile
 
-    from fadm_lightning.animate import AnimateOptions, animate_video
-    from fadm_lightning.inference.faces import FaceFinder
+    from fadm_lightning.faces.detection import FaceFinder
+    from fadm_lightning.inference.animate import AnimateOptions, animate_video
     from fadm_lightning.inference.model import SamplerSettings, resolve_device
-    from fadm_lightning.rectify import RectifyOptions, rectify_video
+    from fadm_lightning.inference.rectify import RectifyOptions, rectify_video
 
     device = resolve_device(device)
     refiner = timing_model(device)
@@ -266,7 +266,7 @@ def _frames_for_fidelity(ckpt: str, video: Path | None, frames: int, device: tor
         from hydra.utils import instantiate
 
         from fadm_lightning.checkpoints import load_pipeline
-        from fadm_lightning.data.annotations import collated_clip_frames
+        from fadm_lightning.synthetic.annotations import collated_clip_frames
 
         pipe, cfg = load_pipeline(ckpt, device=device)
         datamodule = instantiate(cfg.data, num_workers=0, persistent_workers=False)
@@ -282,8 +282,9 @@ def _frames_for_fidelity(ckpt: str, video: Path | None, frames: int, device: tor
         size = cfg.data.image_size
         description = f"frames 1–{frames} of its first test clip ({size}×{size}, synthetic)"
         return pipe, coarse, attr_diff, description, validation_sampler(cfg.model)
-    from fadm_lightning.inference.faces import FaceFinder, scan_video, video_crop
-    from fadm_lightning.inference.media import iter_frames
+    from fadm_lightning.faces.detection import FaceFinder
+    from fadm_lightning.faces.scan import scan_video, video_crop
+    from fadm_lightning.media.video import iter_frames
 
     video = video or FIXTURES / "driving.mp4"
     scan = scan_video(video, FaceFinder(), max_frames=frames)

@@ -36,10 +36,10 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from fadm_lightning.checkpoints import load_pipeline
-from fadm_lightning.data.annotations import collated_clip_frames
 from fadm_lightning.data.voxceleb import VoxCelebClipDataset
 from fadm_lightning.metrics.image import frame_metrics
 from fadm_lightning.metrics.temporal import temporal_metrics
+from fadm_lightning.synthetic.annotations import collated_clip_frames
 
 FLAGS = ("clip", "nonoise")
 

@@ -5,7 +5,7 @@
         [--rows ROW …] [--fastest OPTIONS] [--onnx | --onnx-only] [--markdown FILE]
         [--json FILE] [--tiny]
 
-Every row times the ``animate`` command path (:func:`~fadm_lightning.animate.animate_video`)
+Every row times the ``animate`` command path (:func:`~fadm_lightning.inference.animate.animate_video`)
 END TO END on the same machine in the same run: decode the driving video, face crop, coarse
 generator (FOMM), attributes (dlib landmarks), refinement, mp4 encoding; model building and a
 warm-up call of one batch (lazy initialisations, compilation) are excluded. The network is the
@@ -280,7 +280,7 @@ class Clip:
     calls: int = 0
 
     def animate(self, settings, max_frames: int | None = None, inference_mode: bool = False):
-        from fadm_lightning.animate import AnimateOptions, animate_video
+        from fadm_lightning.inference.animate import AnimateOptions, animate_video
 
         self.calls += 1
         out = self.folder / f"out_{self.calls}.mp4"
@@ -629,7 +629,7 @@ class Options:
 
 def run(options: Options, log: Callable[[str], None] = print) -> dict[str, Any]:
     """Every row; a dict with ``machine``, ``rows``, ``onnx_rows``, ``speedup``…"""
-    from fadm_lightning.inference.faces import FaceFinder
+    from fadm_lightning.faces.detection import FaceFinder
     from fadm_lightning.inference.model import resolve_device
 
     device = resolve_device(options.device)

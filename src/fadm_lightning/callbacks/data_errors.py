@@ -1,7 +1,7 @@
 """Counts and reports, once per epoch, the training items replaced because their data was unreadable.
 
 A training dataset that cannot read a clip draws another one and lists the failure in the item's
-``"skipped"`` string (``fadm_lightning.data.video.encode_skipped``). The list travels inside the
+``"skipped"`` string (``fadm_lightning.data.skipped.encode_skipped``). The list travels inside the
 batch, so it reaches the main process whatever the number of DataLoader workers (a dataset copy
 in a worker process cannot report by itself). This callback decodes it for every training batch
 and, at the end of the epoch, logs ``data/skipped_reads`` (summed over DDP ranks) and prints the
@@ -18,7 +18,7 @@ from typing import Any
 
 import lightning as L
 
-from fadm_lightning.data.video import SKIPPED_KEY, decode_skipped
+from fadm_lightning.data.skipped import SKIPPED_KEY, decode_skipped
 
 log = logging.getLogger(__name__)
 

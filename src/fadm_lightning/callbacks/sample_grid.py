@@ -9,7 +9,8 @@ import torch
 from lightning.pytorch.utilities import rank_zero_only
 from torchvision.utils import make_grid
 
-from fadm_lightning.callbacks.media import save_png, to_uint8, wandb_loggers
+from fadm_lightning.callbacks.loggers import wandb_loggers
+from fadm_lightning.media.pictures import save_png, to_uint8
 
 COLUMNS = ("source", "driving", "coarse", "refined")
 

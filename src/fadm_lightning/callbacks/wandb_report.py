@@ -4,7 +4,7 @@
   (ground truth | coarse | refined, H.264 yuv420p) and logs them to W&B as playable
   ``wandb.Video``s (``test/videos``), from those mp4 files.
 * :class:`WandbTestTableCallback` logs the coarse-vs-refined table printed at the end of
-  ``python -m fadm_lightning.train`` (:func:`~fadm_lightning.results_table.results_table`) as a
+  ``python -m fadm_lightning.train`` (:func:`~fadm_lightning.evaluation.tables.results_table`) as a
   ``wandb.Table`` (``test/table``): rows ``coarse`` and ``refined``, a column per metric logged
   as ``test/<metric>_coarse`` / ``test/<metric>_refined``. Without a ``WandbLogger`` it does
   nothing. (The test metrics themselves reach W&B through ``self.log`` of the LightningModule.)
@@ -19,14 +19,9 @@ import lightning as L
 import torch
 from lightning.pytorch.utilities import rank_zero_only
 
-from fadm_lightning.callbacks.media import (
-    safe_name,
-    side_by_side,
-    to_uint8,
-    wandb_loggers,
-    write_mp4,
-)
-from fadm_lightning.results_table import results_table
+from fadm_lightning.callbacks.loggers import wandb_loggers
+from fadm_lightning.evaluation.tables import results_table
+from fadm_lightning.media.pictures import safe_name, side_by_side, to_uint8, write_mp4
 
 VIDEO_PANELS = ("video", "coarse", "refined")  # test_step outputs: ground truth, coarse, refined
 VIDEO_CAPTION = "ground truth | coarse | refined"

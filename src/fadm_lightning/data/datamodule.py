@@ -209,7 +209,7 @@ class VoxCelebDataModule(L.LightningDataModule):
 
 
 class SyntheticDataModule(VoxCelebDataModule):
-    """The embedded default: procedural talking heads (``fadm_lightning.data.synthetic``) written
+    """The embedded default: procedural talking heads (``fadm_lightning.synthetic``) written
     in the VoxCeleb layout, with ground-truth annotations, on first use.
 
     The data goes to ``<root>/<hash of the generator settings>`` so that different settings never
@@ -223,7 +223,7 @@ class SyntheticDataModule(VoxCelebDataModule):
 
     Args:
         root: parent folder of generated datasets.
-        generator: keyword arguments of :func:`fadm_lightning.data.synthetic.generate_dataset`.
+        generator: keyword arguments of :func:`fadm_lightning.synthetic.generate_dataset`.
         val_split (`str`, defaults to "val"): as :class:`VoxCelebDataModule`.
         **kwargs: as :class:`VoxCelebDataModule`.
     """
@@ -244,6 +244,6 @@ class SyntheticDataModule(VoxCelebDataModule):
         super().__init__(root=Path(root) / f"synthetic-{digest}", val_split=val_split, **kwargs)
 
     def prepare_data(self) -> None:
-        from fadm_lightning.data.synthetic import generate_dataset
+        from fadm_lightning.synthetic import generate_dataset
 
         generate_dataset(self.root, **self.generator_kwargs)

@@ -30,7 +30,6 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
-from fadm_lightning.data.video import read_frames
 from fadm_lightning.data.voxceleb import (
     CLIP_SUFFIX,
     Clip,
@@ -40,6 +39,7 @@ from fadm_lightning.data.voxceleb import (
     person_id,
     to_float_frames,
 )
+from fadm_lightning.media.video import read_frames
 
 log = logging.getLogger(__name__)
 

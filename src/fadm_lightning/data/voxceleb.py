@@ -43,20 +43,16 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset, get_worker_info
 
-from fadm_lightning.data.annotations import (
+from fadm_lightning.data.skipped import SKIPPED_KEY, encode_skipped
+from fadm_lightning.data.transforms import FrameAugmentation
+from fadm_lightning.media.errors import VideoReadError
+from fadm_lightning.media.video import count_frames, read_frames
+from fadm_lightning.synthetic.annotations import (
     ANNOTATION_DIR,
     PER_FRAME_KEYS,
     annotation_path,
     clip_annotation,
     load_annotation,
-)
-from fadm_lightning.data.transforms import FrameAugmentation
-from fadm_lightning.data.video import (
-    SKIPPED_KEY,
-    VideoReadError,
-    count_frames,
-    encode_skipped,
-    read_frames,
 )
 
 log = logging.getLogger(__name__)

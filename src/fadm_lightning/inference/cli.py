@@ -12,14 +12,14 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from fadm_lightning.checkpoints import CheckpointError
-from fadm_lightning.data.video import VideoReadError
-from fadm_lightning.inference.faces import NoFaceFoundError
+from fadm_lightning.faces.dlib_face import DlibNotInstalledError
+from fadm_lightning.faces.scan import NoFaceFoundError
 from fadm_lightning.inference.model import InferenceError, Refiner, SamplerSettings, load_refiner
+from fadm_lightning.media.errors import VideoReadError
 from fadm_lightning.models.attributes.deca import CheckpointError as DECACheckpointError
 from fadm_lightning.models.attributes.landmarks import NoFaceError
 from fadm_lightning.models.coarse.facevid.checkpoint import FacevidCheckpointError
 from fadm_lightning.models.coarse.fomm.checkpoint import FOMMCheckpointError
-from fadm_lightning.models.face.dlib_face import DlibNotInstalledError
 from fadm_lightning.models.official.checkpoint import DiffusionCheckpointError
 
 #: problems reported as one message (anything else keeps its traceback)
@@ -66,9 +66,13 @@ def batch_settings(cfg: DictConfig) -> dict[str, Any]:
         is_node = OmegaConf.is_config(value)
         settings[key] = OmegaConf.to_container(value, resolve=True) if is_node else value
     ckpt = cfg.get("ckpt")
-    if ckpt is not None and Path(ckpt).is_file():
-        stat = Path(ckpt).stat()
-        settings["ckpt_file"] = [str(Path(ckpt).resolve()), stat.st_size, stat.st_mtime_ns]
+    if ckpt is not None and Path(ckpt).exists():
+        # a checkpoint file, or every file of a pretrained folder: replacing either redoes the jobs
+        root = Path(ckpt).resolve()
+        files = [root] if root.is_file() else sorted(p for p in root.rglob("*") if p.is_file())
+        settings["ckpt_file"] = [
+            [str(f.relative_to(root.parent)), f.stat().st_size, f.stat().st_mtime_ns] for f in files
+        ]
     return settings
 
 

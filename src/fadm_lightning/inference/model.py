@@ -1,10 +1,11 @@
 """The trained refiner behind the inference commands: a training checkpoint or the official
 release, never random weights.
 
-* :func:`load_refiner` reads a checkpoint written by ``python -m fadm_lightning.train`` (it stores
-  its own data/model/coarse/attributes configs) or builds the official release
-  (:func:`~fadm_lightning.models.official.load_official_release`), optionally with another
-  coarse generator or attribute extractor, and checks that the result can run on real videos.
+* :func:`load_refiner` reads a checkpoint written by ``python -m fadm_lightning.train`` or a
+  pretrained folder (both through :func:`fadm_lightning.checkpoints.load_pipeline`) or builds the
+  official release (:meth:`~fadm_lightning.pipeline.FADMPipeline.from_official_release`),
+  optionally with another coarse generator or attribute extractor, and checks that the result
+  can run on real videos.
 * :class:`FrameRefiner` runs the DDIM loop on batches of coarse frames of one video, with the
   same noise for every batch (``seed``), optionally under bf16 autocast, with the denoiser in the
   ``channels_last`` memory format and under ``torch.compile`` (on a GPU and on the CPU; bf16 on a
@@ -27,30 +28,22 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from fadm_lightning.pipeline import FADMPipeline
+from fadm_lightning.checkpoints import MOVED_TARGETS, load_pipeline
+from fadm_lightning.checkpoints import validation_sampler as validation_sampler  # re-exported
+from fadm_lightning.pipeline import OFFICIAL_SAMPLER, FADMPipeline
 
 NO_MODEL_MESSAGE = (
     "no trained model given. Set ckpt=<run dir>/checkpoints/last.ckpt (a checkpoint written by "
-    "`python -m fadm_lightning.train`), or use the published FADM files with "
+    "`python -m fadm_lightning.train`) or ckpt=<folder> (a pretrained folder written by "
+    "`python -m fadm_lightning.export` or `convert_release`), or use the published FADM files with "
     "model=fadm_official_release (model.diffusion=…, model.deca=…, model.facevid=…; see "
     "docs/inference.md). Nothing is run with random weights."
 )
-RELEASE_TARGET = "fadm_lightning.models.official.load_official_release"
+RELEASE_TARGET = "fadm_lightning.pipeline.FADMPipeline.from_official_release"
 
 
 class InferenceError(RuntimeError):
     """A request the inference commands cannot serve; the message says why and what to do."""
-
-
-#: the official sampler (REFERENCE_SPEC §4.6): every training timestep, DDIM η = 1, from pure
-#: noise, x̂_0 not clipped
-OFFICIAL_SAMPLER = {
-    "steps": 100,
-    "eta": 1.0,
-    "strength": 1.0,
-    "clip_sample": False,
-    "start_noise": True,
-}
 
 
 @dataclass
@@ -88,15 +81,6 @@ def _plain(node: Mapping | DictConfig | None) -> dict | None:
     return dict(node)
 
 
-def _replace_or_merge(stored: DictConfig, given: dict | None) -> DictConfig:
-    """A node with ``_target_`` replaces the stored one; otherwise its keys override it."""
-    if not given:
-        return stored
-    if "_target_" in given:
-        return OmegaConf.create(given)
-    return OmegaConf.merge(stored, OmegaConf.create(given))
-
-
 def _check_real_world(attributes: Any, coarse: Any, name: str) -> None:
     """Refuse parts that need the synthetic ground truth (``coarse=None``: not needed)."""
     if getattr(attributes, "needs_annotations", False):
@@ -122,72 +106,30 @@ def _load_checkpoint(
     need_coarse: bool,
     device: torch.device,
 ) -> Refiner:
-    # the same reading and key checks as fadm_lightning.checkpoints.load_pipeline, which cannot
-    # replace or skip the coarse generator (rectify needs none)
-    from fadm_lightning.checkpoints import CONFIG_KEY, CheckpointError, _read
-    from fadm_lightning.models.coarse.base import CoarseGenerator
+    """A training checkpoint or a pretrained folder, through the one loader
+    (:func:`fadm_lightning.checkpoints.load_pipeline`)."""
+    name = f"{'model folder' if path.is_dir() else 'checkpoint'} {path}"
 
-    checkpoint = _read(path)
-    cfg = OmegaConf.merge(
-        OmegaConf.create(checkpoint[CONFIG_KEY]), OmegaConf.from_dotlist(list(overrides))
+    def check_part(part: str, module: torch.nn.Module) -> None:
+        # the attribute extractor is checked before a large coarse generator is built
+        if part == "attributes":
+            _check_real_world(module, None, name)
+        else:
+            _check_real_world(None, module, name)
+
+    pipe, _ = load_pipeline(
+        path,
+        overrides,
+        device,
+        coarse=coarse,
+        attributes=attributes,
+        need_coarse=need_coarse,
+        check_part=check_part,
     )
-    cfg.coarse = _replace_or_merge(cfg.coarse, coarse)
-    cfg.attributes = _replace_or_merge(cfg.attributes, attributes)
-    name = f"checkpoint {path}"
-
-    attribute_module = instantiate(cfg.attributes)
-    _check_real_world(attribute_module, None, name)  # before building a large coarse generator
-    coarse_module = instantiate(cfg.coarse) if need_coarse else CoarseGenerator()
-    _check_real_world(None, coarse_module, name)
-    model = instantiate(cfg.model, coarse=coarse_module, attributes=attribute_module)
-
-    own = {
-        k: v for k, v in model.state_dict().items() if not k.startswith(("coarse.", "attributes."))
-    }
-    saved = checkpoint["state_dict"]
-    missing = sorted(set(own) - set(saved))
-    unexpected = sorted(set(saved) - set(own))
-    shapes = [
-        f"{k}: checkpoint {tuple(saved[k].shape)} vs model {tuple(own[k].shape)}"
-        for k in sorted(set(own) & set(saved))
-        if saved[k].shape != own[k].shape
-    ]
-    if missing or unexpected or shapes:
-        lines = [f"{path}: the checkpoint does not fit the model built from its config"]
-        if attributes or overrides:
-            lines[0] += " and the overrides (attributes give "
-            lines[0] += f"{getattr(attribute_module, 'dim', '?')} values)"
-        for title, keys in (
-            ("missing", missing),
-            ("unexpected", unexpected),
-            ("mis-shaped", shapes),
-        ):
-            if keys:
-                lines.append(
-                    f"  {title} ({len(keys)}): "
-                    + ", ".join(keys[:10])
-                    + (" …" if len(keys) > 10 else "")
-                )
-        raise CheckpointError("\n".join(lines))
-    model.load_state_dict({**model.state_dict(), **saved})
-    if model.ema is not None and "ema" in checkpoint:
-        model.ema.load_state_dict(checkpoint["ema"])
-        model.ema.copy_to(model.trainable_parameters())
-    model.eval().to(device)
-    validated = validation_sampler(model.hparams)
-    return Refiner(model.pipeline, int(cfg.data.image_size), name, device, validated)
-
-
-def validation_sampler(model_args: Mapping[str, Any]) -> dict[str, Any]:
-    """The sampler a checkpoint was validated with, from its ``FADMLitModule`` arguments
-    (``val_*``; a missing one takes the official sampler's value)."""
-    return {
-        "steps": int(model_args.get("val_num_inference_steps", OFFICIAL_SAMPLER["steps"])),
-        "eta": float(model_args.get("val_eta", OFFICIAL_SAMPLER["eta"])),
-        "strength": float(model_args.get("val_strength", OFFICIAL_SAMPLER["strength"])),
-        "clip_sample": bool(model_args.get("val_clip_sample", OFFICIAL_SAMPLER["clip_sample"])),
-        "start_noise": bool(model_args.get("val_start_noise", OFFICIAL_SAMPLER["start_noise"])),
-    }
+    if pipe.image_size is None:
+        raise InferenceError(f"{name}: its training resolution (data.image_size) is unknown")
+    sampler = dict(pipe.default_sampler or OFFICIAL_SAMPLER)
+    return Refiner(pipe, int(pipe.image_size), name, device, sampler)
 
 
 def load_refiner(
@@ -199,14 +141,17 @@ def load_refiner(
     need_coarse: bool = True,
     device: str | torch.device = "cpu",
 ) -> Refiner:
-    """The refiner of a training checkpoint or of the official release.
+    """The refiner of a training checkpoint, a pretrained folder or the official release.
 
     Args:
-        ckpt: a checkpoint written by ``python -m fadm_lightning.train``.
+        ckpt: a checkpoint written by ``python -m fadm_lightning.train``, or a folder written by
+            ``FADMPipeline.save_pretrained`` (``python -m fadm_lightning.export`` /
+            ``convert_release``).
         release: instead of ``ckpt``: the ``model`` config of ``model=fadm_official_release``
-            (``_target_`` = :func:`~fadm_lightning.models.official.load_official_release`).
+            (``_target_`` = :meth:`~fadm_lightning.pipeline.FADMPipeline.from_official_release`).
         overrides: dot-list overrides of the checkpoint's stored configs
-            (``["coarse.checkpoint=/weights/vox-cpk.pth.tar"]``).
+            (``["coarse.checkpoint=/weights/vox-cpk.pth.tar"]``; a folder: ``coarse.*``,
+            ``attributes.*``).
         coarse: a coarse-generator config: with ``_target_`` it replaces the stored one (e.g.
             the composed ``conf/coarse/fomm.yaml``), without it its keys override the stored one.
         attributes: likewise for the attribute extractor.
@@ -216,7 +161,8 @@ def load_refiner(
     Raises:
         InferenceError: neither or both of ``ckpt`` / ``release`` given, or a model that needs
             synthetic annotations.
-        CheckpointError: the checkpoint is unreadable or does not fit (the message lists keys).
+        CheckpointError: the checkpoint or folder is unreadable or does not fit (the message
+            lists the keys).
         FileNotFoundError: a file of the model (checkpoint, coarse weights, release) is missing.
     """
     device = resolve_device(device)
@@ -229,12 +175,13 @@ def load_refiner(
     if ckpt is not None:
         return _load_checkpoint(Path(ckpt), overrides, coarse, attributes, need_coarse, device)
 
-    if release.get("_target_") != RELEASE_TARGET:
+    target = release.get("_target_")
+    if MOVED_TARGETS.get(target, target) != RELEASE_TARGET:
         raise InferenceError(
             f"model={release.get('_target_')} is a training preset: without ckpt=… its weights "
             f"would be random. {NO_MODEL_MESSAGE}"
         )
-    pipe = instantiate(release, device=str(device))
+    pipe = instantiate({**release, "_target_": RELEASE_TARGET}, device=str(device))
     for part, given in (("coarse", coarse), ("attributes", attributes)):
         if given:
             if "_target_" not in given:
@@ -246,7 +193,8 @@ def load_refiner(
             setattr(pipe, part, instantiate(given).to(device))
     name = f"the official release ({release.get('diffusion')})"
     _check_real_world(pipe.attributes, pipe.coarse if need_coarse else None, name)
-    return Refiner(pipe, int(getattr(pipe.unet, "image_size", 256)), name, device)
+    image_size = pipe.image_size or getattr(pipe.unet, "image_size", 256)
+    return Refiner(pipe, int(image_size), name, device, dict(OFFICIAL_SAMPLER))
 
 
 # ------------------------------------------------------------------------------------ sampling

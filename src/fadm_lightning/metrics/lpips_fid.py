@@ -38,6 +38,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from fadm_lightning.metrics.image import quantize
+from fadm_lightning.models.torch_file import load_torch_file
 
 PathLike = str | os.PathLike
 
@@ -63,11 +64,13 @@ def file_digest(path: PathLike, algorithm: str = "sha256") -> str:
     return h.hexdigest()
 
 
-def _load_state_dict(path: Path) -> dict[str, torch.Tensor]:
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # a file the user named: say what it is not
-        raise ValueError(f"{path}: not a readable PyTorch weights file ({err})") from err
+def _load_state_dict(
+    path: Path, expected: str = "a torch.save'd state dict (tensor names → tensors)"
+) -> dict[str, torch.Tensor]:
+    """The state dict in ``path`` (``{"state_dict": …}`` unwrapped), read with
+    ``torch.load(weights_only=True)``; a file that is not one is a ValueError of one line saying
+    what it is and ``expected``."""
+    state = load_torch_file(path, what="PyTorch weights file", expected=expected, error=ValueError)
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
         state = state["state_dict"]
     if not isinstance(state, dict):
@@ -148,7 +151,12 @@ def build_lpips_alex(alexnet_weights: PathLike) -> nn.Module:
 
     # 1. the linear layers of LPIPS v0.1
     lin_file = Path(tm_lpips.__file__).parent / "lpips_models" / "alex.pth"
-    lins = torch.load(lin_file, map_location="cpu", weights_only=True)
+    lins = load_torch_file(
+        lin_file,
+        what="LPIPS linear-layer file",
+        expected="the LPIPS v0.1 AlexNet linear layers shipped with torchmetrics (reinstall it)",
+        error=RuntimeError,
+    )
     expected_lins = sorted(k for k in own if re.match(r"lin\d", k))
     if sorted(lins) != expected_lins:
         raise RuntimeError(f"{lin_file}: unexpected LPIPS linear layers {sorted(lins)}")
@@ -156,7 +164,9 @@ def build_lpips_alex(alexnet_weights: PathLike) -> nn.Module:
     lins.update({re.sub(r"^lin(\d)", r"lins.\1", k): v for k, v in list(lins.items())})
 
     # 2. the AlexNet backbone
-    state = _load_state_dict(path)
+    state = _load_state_dict(
+        path, f"torchvision's ImageNet AlexNet state dict ({TORCHVISION_ALEXNET_FILE})"
+    )
     backbone, missing = {}, []
     for index, slice_ in _ALEXNET_SLICES.items():
         for name in ("weight", "bias"):
@@ -201,7 +211,9 @@ def load_pytorch_fid_weights(scripted: torch.jit.ScriptModule, path: PathLike) -
     into the scripted FID network, layer by layer in order (the mapping verified in
     docs/evaluation.md). The TF graph's batch norms have no scale: ``bn.weight`` must be 1."""
     path = Path(path)
-    state = _load_state_dict(path)
+    state = _load_state_dict(
+        path, f"pytorch-fid's (or torch-fidelity's) FID Inception-v3 state dict {PYTORCH_FID_FILE}"
+    )
     convs = [k[: -len(".conv.weight")] for k in state if k.endswith(".conv.weight")]
     targets = _scripted_conv_names(scripted)
     if len(convs) != len(targets):

@@ -159,7 +159,9 @@ def build_stlpips_alex(weights: PathLike) -> STLPIPSAlexNet:
     """The network with every tensor of ``weights`` (strict: missing, unexpected or mis-shaped
     keys are a ValueError naming them), frozen, in eval mode."""
     path = Path(weights)
-    state = _load_state_dict(path)
+    state = _load_state_dict(
+        path, f"the ST-LPIPS[alex] weights {Path(STLPIPS_FILE).name} of {STLPIPS_PACKAGE}"
+    )
     net = STLPIPSAlexNet()
     own = net.state_dict()
     missing = sorted(set(own) - set(state))

@@ -15,7 +15,6 @@ error, never a silent fall-back to random weights.
 from __future__ import annotations
 
 import os
-import pickle
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
@@ -25,6 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from fadm_lightning.models.attributes.base import AttributeExtractor
+from fadm_lightning.models.torch_file import load_torch_file
 
 ENCODER_SIZE = 224  # E_flame's AvgPool2d(7) on the 7×7 layer4 map: only 224×224 input works
 # DECA's ``param_list`` order and sizes (decompose_code); 236 in all
@@ -43,10 +43,6 @@ CHECKPOINT_DESCRIPTION = (
     "(github.com/yfeng95/DECA, download link in its README, after accepting the FLAME licence) "
     "and shipped in the official FADM 'data.zip' as modules/deca/data/deca_model.tar."
 )
-
-
-# torch.save's zip archive ("PK\x03\x04") or the legacy pickle format (protocol 2+: "\x80")
-TORCH_FILE_MAGIC = (b"PK\x03\x04", b"\x80")
 
 
 class CheckpointError(RuntimeError):
@@ -177,43 +173,38 @@ def _describe_differences(
     return lines
 
 
-def load_flame_encoder_state(
-    path: str | os.PathLike, allow_unsafe_pickle: bool = False
-) -> dict[str, torch.Tensor]:
+def _flame_encoder_state_from_safetensors(path: Path) -> dict[str, torch.Tensor]:
+    """``E_flame`` from a ``.safetensors`` file of ``DECAAttributes.state_dict()`` (keys
+    ``flame_encoder.*``; any other key is left as it is, so the key check reports it)."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    try:
+        state = load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as err:
+        raise CheckpointError(f"{path}: not a readable safetensors file ({err})") from None
+    prefix = "flame_encoder."
+    return {k.removeprefix(prefix) if k.startswith(prefix) else k: v for k, v in state.items()}
+
+
+def load_flame_encoder_state(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     """The ``'E_flame'`` state dict of a DECA checkpoint (other entries are ignored).
 
-    Loads with ``torch.load(weights_only=True)``. A file that needs arbitrary unpickling fails
-    unless ``allow_unsafe_pickle`` is set (only for files from a trusted source).
+    Loads with ``torch.load(weights_only=True)``, always: DECA's ``deca_model.tar`` is a dict of
+    state dicts (``{'E_flame': …, 'E_detail': …, 'D_detail': …}``), which needs nothing else. A file
+    that is not such a torch file (an image, a config, an empty or truncated download, a pickle
+    of Python objects) is a :class:`CheckpointError` of one line saying what it is.
     """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(
             f"DECA checkpoint {path} not found. Expected: {CHECKPOINT_DESCRIPTION}"
         )
-    with open(path, "rb") as file:
-        magic = file.read(4)
-    if not magic.startswith(TORCH_FILE_MAGIC):
-        raise CheckpointError(
-            f"{path}: not a torch checkpoint (starts with {magic!r}, not a zip archive or a "
-            f"pickle). Expected: {CHECKPOINT_DESCRIPTION}"
-        )
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    # torch.load raises many types (KeyError, EOFError, UnpicklingError, …) on a bad file
-    except Exception as err:
-        refused = isinstance(err, pickle.UnpicklingError) and "weights only" in str(err).lower()
-        if not refused:
-            raise CheckpointError(
-                f"{path}: not a torch checkpoint ({type(err).__name__}: {err}). "
-                f"Expected: {CHECKPOINT_DESCRIPTION}"
-            ) from err
-        if not allow_unsafe_pickle:
-            raise CheckpointError(
-                f"{path}: torch.load(weights_only=True) refuses it (it pickles objects other than "
-                "tensors and plain containers). If the file comes from a trusted source, pass "
-                f"allow_unsafe_pickle=True. torch said: {str(err).splitlines()[0]}"
-            ) from err
-        checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+    if path.suffix == ".safetensors":  # DECAAttributes' own state_dict (a pretrained folder)
+        return _flame_encoder_state_from_safetensors(path)
+    checkpoint = load_torch_file(
+        path, what="DECA checkpoint", expected=CHECKPOINT_DESCRIPTION, error=CheckpointError
+    )
     if not isinstance(checkpoint, Mapping) or "E_flame" not in checkpoint:
         keys = list(checkpoint)[:10] if isinstance(checkpoint, Mapping) else type(checkpoint)
         raise CheckpointError(
@@ -238,8 +229,6 @@ class DECAAttributes(AttributeExtractor):
             (see ``required_paths``). Required unless ``allow_random_weights_for_tests``.
         allow_random_weights_for_tests (bool, default False): with no checkpoint, keep random
             weights instead of raising. Attributes are then meaningless; for tests and timing only.
-        allow_unsafe_pickle (bool, default False): if the checkpoint cannot be read with
-            ``weights_only=True``, read it with full unpickling (trusted files only).
     """
 
     dim = 56
@@ -249,12 +238,11 @@ class DECAAttributes(AttributeExtractor):
         self,
         checkpoint: str | os.PathLike | None = None,
         allow_random_weights_for_tests: bool = False,
-        allow_unsafe_pickle: bool = False,
     ) -> None:
         super().__init__()
         self.flame_encoder = FlameEncoder()  # E_flame
         if checkpoint is not None:
-            self.load_checkpoint(checkpoint, allow_unsafe_pickle)
+            self.load_checkpoint(checkpoint)
         elif allow_random_weights_for_tests:
             warnings.warn(
                 "DECAAttributes uses RANDOM weights (allow_random_weights_for_tests=True): its "
@@ -268,9 +256,9 @@ class DECAAttributes(AttributeExtractor):
         self.requires_grad_(False)
         self.eval()
 
-    def load_checkpoint(self, path: str | os.PathLike, allow_unsafe_pickle: bool = False) -> None:
+    def load_checkpoint(self, path: str | os.PathLike) -> None:
         """Load ``E_flame`` from a DECA checkpoint; any key or shape difference is an error."""
-        state = load_flame_encoder_state(path, allow_unsafe_pickle)
+        state = load_flame_encoder_state(path)
         problems = _describe_differences(self.flame_encoder.state_dict(), state)
         if problems:
             raise CheckpointError(

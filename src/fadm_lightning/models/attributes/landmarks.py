@@ -44,8 +44,8 @@ import torch
 from scipy.optimize import least_squares
 from scipy.spatial.transform import Rotation
 
+from fadm_lightning.faces.dlib_face import DlibFace
 from fadm_lightning.models.attributes.base import AttributeExtractor
-from fadm_lightning.models.face.dlib_face import DlibFace
 
 
 class NoFaceError(ValueError):

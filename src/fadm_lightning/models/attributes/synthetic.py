@@ -1,7 +1,7 @@
 """The synthetic attribute extractor: ground-truth expression and pose of synthetic frames.
 
 Plays the role of DECA's ``cat(exp, pose)`` (REFERENCE_SPEC §3) for data made by
-:mod:`fadm_lightning.data.synthetic`: it reads the annotation instead of looking at the pixels.
+:mod:`fadm_lightning.synthetic`: it reads the annotation instead of looking at the pixels.
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ Every coarse generator (synthetic, FOMM, face-vid2vid) is an ``nn.Module`` calle
 Absolute motion unless the implementation is configured otherwise. Generators that need
 ground truth (only the synthetic one) also accept ``source_annotation`` / ``driving_annotation``:
 dicts of per-frame tensors as written by the synthetic data generator (see
-``fadm_lightning.data.annotations``); real generators ignore them.
+``fadm_lightning.synthetic.annotations``); real generators ignore them.
 """
 
 from __future__ import annotations

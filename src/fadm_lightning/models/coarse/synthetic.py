@@ -1,7 +1,7 @@
 """A synthetic coarse generator: a stand-in for a pretrained GAN animator (FOMM, face-vid2vid).
 
 It re-renders the driving pose and a partly transferred expression onto the *source* identity
-with the procedural renderer of :mod:`fadm_lightning.data.synthetic`, then adds the artefacts
+with the procedural renderer of :mod:`fadm_lightning.synthetic`, then adds the artefacts
 typical of GAN animators. Every artefact is a deterministic function of the inputs, so a
 refiner can learn to undo it from the coarse frame and the attribute difference:
 
@@ -21,8 +21,8 @@ import math
 import torch
 import torch.nn.functional as F
 
-from fadm_lightning.data.synthetic import landmarks, render
 from fadm_lightning.models.coarse.base import Annotation, CoarseGenerator
+from fadm_lightning.synthetic import landmarks, render
 
 # Warp field: spatial frequencies (in half-cycles per image unit) and pose→phase weights.
 _WARP_FREQ = ((0.9, 0.6), (-0.4, 1.3), (0.7, -0.8), (1.1, 0.5))
@@ -38,7 +38,7 @@ _WARP_PHASE = (
 _COLOR_CAST = (0.3, 0.1, -0.3)
 # Peak weight of the extra eye/mouth smoothing.
 _REGION_MIX = 0.7
-# Landmark indices (see fadm_lightning.data.synthetic.LANDMARK_NAMES).
+# Landmark indices (see fadm_lightning.synthetic.LANDMARK_NAMES).
 _EYE_LEFT, _EYE_RIGHT, _MOUTH = (9, 10), (11, 12), (18, 19, 20, 21)
 
 

@@ -16,6 +16,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from fadm_lightning.models.torch_file import load_torch_file
+
 # BatchNorm's batch counter: absent from files saved before torch 0.4.1, unused in eval mode
 OPTIONAL_SUFFIXES = (".num_batches_tracked",)
 _SHOWN = 8  # keys listed per kind of difference
@@ -26,21 +28,26 @@ class WeightsFileError(ValueError):
     missing, unexpected and mis-shaped keys."""
 
 
-def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+def read_state_dict(path: str | os.PathLike, network: str | None = None) -> dict[str, torch.Tensor]:
     """The name → tensor mapping stored in ``path`` (CPU tensors).
 
+    Args:
+        path: the weights file.
+        network: what the file should be, for the error message (e.g. ``"ArcFace iresnet100"``).
+
     Raises:
+        FileNotFoundError: ``path`` does not exist.
         WeightsFileError: the file is not a readable PyTorch file (truncated, another format, one
-            holding objects other than tensors) or holds no state dict.
+            holding objects other than tensors: one line saying what it is) or holds no state
+            dict.
     """
     path = Path(path)
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # a file the user named: say what it is not
-        raise WeightsFileError(
-            f"{path}: not a readable PyTorch weights file ({type(err).__name__}: "
-            f"{str(err).splitlines()[0] if str(err) else ''})"
-        ) from err
+    expected = "a torch.save'd state dict (tensor names → tensors)"
+    if network:
+        expected = f"{network} weights, {expected}"
+    state = load_torch_file(
+        path, what="PyTorch weights file", expected=expected, error=WeightsFileError
+    )
     if isinstance(state, Mapping) and isinstance(state.get("state_dict"), Mapping):
         state = state["state_dict"]
     if not isinstance(state, Mapping) or not state:
@@ -87,7 +94,7 @@ def load_weights(module: nn.Module, path: str | os.PathLike, network: str) -> nn
         WeightsFileError: see :func:`read_state_dict`, or the keys differ (all differences listed).
     """
     path = Path(path)
-    state = read_state_dict(path)
+    state = read_state_dict(path, network)
     own = module.state_dict()
     differences = state_dict_differences(own, state)
     if any(differences.values()):

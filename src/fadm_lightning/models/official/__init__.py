@@ -1,4 +1,4 @@
-"""The official FADM denoiser (``diffusion.pth``) and the official release as a pipeline.
+"""The official FADM denoiser (``diffusion.pth``) and the files of the official release.
 
 Our own implementation of the released diffusion refiner: the SR3-style UNet and the official
 condition network (REFERENCE_SPEC §4.1–4.4), whose state dict loads the released
@@ -9,7 +9,8 @@ condition network (REFERENCE_SPEC §4.1–4.4), whose state dict loads the relea
 * :class:`ConditionNet`, :class:`SR3UNet`, :class:`GaussianDiffusion` — the networks.
 * :func:`condition_inputs` — g_i and the colour images of §4.4.
 * :func:`load_diffusion_checkpoint` / :func:`save_diffusion_checkpoint` — the official format.
-* :func:`load_official_release` — the four released files → a ready ``FADMPipeline``.
+* :data:`RELEASE_FILES`, :func:`missing_release_files` — the four released files and the check
+  that they are there (the pipeline: ``FADMPipeline.from_official_release``).
 """
 
 from .checkpoint import (
@@ -28,7 +29,6 @@ from .denoiser import (
 from .release import (
     RELEASE_FILES,
     OfficialReleaseMissingError,
-    load_official_release,
     missing_release_files,
 )
 from .unet import SR3UNet
@@ -47,7 +47,6 @@ __all__ = [
     "condition_inputs",
     "linear_beta_schedule",
     "load_diffusion_checkpoint",
-    "load_official_release",
     "missing_release_files",
     "save_diffusion_checkpoint",
 ]

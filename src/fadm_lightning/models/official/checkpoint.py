@@ -17,6 +17,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from fadm_lightning.models.torch_file import load_torch_file
+
 from ..coarse.fomm.checkpoint import state_dict_mismatches
 
 MAX_LISTED_KEYS = 40  # per category in error messages
@@ -67,14 +69,12 @@ def load_diffusion_checkpoint(path: str | os.PathLike[str], denoiser: nn.Module)
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(missing_checkpoint_message(path))
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # torch.load raises many types on bad bytes
-        raise DiffusionCheckpointError(
-            f"Cannot read FADM denoiser checkpoint '{path}' ({path.stat().st_size} bytes) with "
-            f"torch.load(weights_only=True): {type(error).__name__}: {error}. "
-            f"Expected {EXPECTED_CHECKPOINT}."
-        ) from error
+    state = load_torch_file(
+        path,
+        what="FADM denoiser checkpoint",
+        expected=EXPECTED_CHECKPOINT,
+        error=DiffusionCheckpointError,
+    )
     if not isinstance(state, Mapping):
         raise DiffusionCheckpointError(
             f"FADM denoiser checkpoint '{path}' holds a {type(state).__name__}, expected "

@@ -20,7 +20,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..fomm.checkpoint import state_dict_mismatches
+from fadm_lightning.models.torch_file import load_torch_file
+
+from ..fomm.checkpoint import read_part_safetensors, state_dict_mismatches
 
 REQUIRED_ENTRIES = ("kp_detector", "he_estimator", "generator")
 MAX_LISTED_KEYS = 40  # per category and network in error messages
@@ -70,19 +72,20 @@ def read_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
 
     Raises:
         FileNotFoundError: the file does not exist (the message names the expected file).
-        FacevidCheckpointError: the file is not a (complete, weights-only) torch file, or not a dict.
+        FacevidCheckpointError: the file is not a (complete, weights-only) torch file, or not a
+            dict; one line says what the file is instead (an image, a config, a pickle …).
     """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(missing_checkpoint_message(path))
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # torch.load raises many types on bad bytes
-        raise FacevidCheckpointError(
-            f"Cannot read face-vid2vid checkpoint '{path}' ({path.stat().st_size} bytes) with "
-            f"torch.load(weights_only=True): {type(error).__name__}: {error}. Expected "
-            f"{EXPECTED_CHECKPOINT}."
-        ) from error
+    if path.suffix == ".safetensors":  # the generator's own state_dict (a pretrained folder)
+        return read_part_safetensors(path, REQUIRED_ENTRIES, FacevidCheckpointError)
+    checkpoint = load_torch_file(
+        path,
+        what="face-vid2vid checkpoint",
+        expected=EXPECTED_CHECKPOINT,
+        error=FacevidCheckpointError,
+    )
     if not isinstance(checkpoint, Mapping):
         raise FacevidCheckpointError(
             f"face-vid2vid checkpoint '{path}' holds a {type(checkpoint).__name__}, expected a "

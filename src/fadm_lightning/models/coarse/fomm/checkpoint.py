@@ -14,7 +14,6 @@ everything else is optional.
 from __future__ import annotations
 
 import os
-import pickle
 import tempfile
 import warnings
 from collections.abc import Mapping
@@ -23,6 +22,8 @@ from typing import Any
 
 import torch
 from torch import nn
+
+from fadm_lightning.models.torch_file import load_torch_file
 
 REQUIRED_ENTRIES = ("kp_detector", "generator")
 MAX_LISTED_KEYS = 40  # per category and network in error messages
@@ -96,38 +97,55 @@ def _describe_mismatches(
     return "\n".join(lines)
 
 
-def _unreadable_reason(path: Path, error: Exception) -> str:
-    """Why ``torch.load`` failed, judged from the error and the file's first bytes."""
-    if isinstance(error, pickle.UnpicklingError) and "weights only" in str(error).lower():
-        return (
-            "it stores Python objects that torch.load(weights_only=True) refuses to unpickle; "
-            "re-save it with only state dicts, numbers and strings"
+def read_part_safetensors(
+    path: Path, networks: tuple[str, ...], error: type[Exception]
+) -> dict[str, dict[str, torch.Tensor]]:
+    """A ``.safetensors`` file holding a coarse generator's own ``state_dict()`` (keys
+    ``<network>.<key>``, as a pretrained folder stores it: ``coarse/model.safetensors``), split
+    into one state dict per network; a key of no network in ``networks`` is an ``error``."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    try:
+        state = load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as err:
+        raise error(f"{path}: not a readable safetensors file ({err})") from None
+    split: dict[str, dict[str, torch.Tensor]] = {name: {} for name in networks}
+    stray = []
+    for key, value in state.items():
+        network, _, rest = key.partition(".")
+        if network in split and rest:
+            split[network][rest] = value
+        else:
+            stray.append(key)
+    if stray:
+        raise error(
+            f"{path}: {len(stray)} unexpected key(s), of no network of {', '.join(networks)}: "
+            + ", ".join(stray[:MAX_LISTED_KEYS])
         )
-    with path.open("rb") as stream:
-        head = stream.read(2)
-    # torch.save writes a zip archive ("PK") or, before torch 1.6, a pickle (protocol byte 0x80)
-    if head == b"PK" or head[:1] == b"\x80":
-        return "the file is truncated or corrupt"
-    return "it is not a torch.save file"
+    return split
 
 
 def read_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
     """Load a checkpoint dict with ``torch.load(weights_only=True)`` and clear errors.
 
+    A ``.safetensors`` file is read as the coarse generator's own ``state_dict()``
+    (:func:`read_part_safetensors`: a pretrained folder's ``coarse/model.safetensors``).
+
     Raises:
         FileNotFoundError: the file does not exist.
-        FOMMCheckpointError: the file is not a (complete) torch checkpoint, or not a dict.
+        FOMMCheckpointError: the file is not a (complete) torch checkpoint, or not a dict; a file
+            that is something else (an image, a config, a pickle of Python objects …) gets one
+            line saying what it is (:func:`~fadm_lightning.models.torch_file.load_torch_file`).
     """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(missing_checkpoint_message(path))
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # torch.load raises many types on bad bytes
-        raise FOMMCheckpointError(
-            f"Cannot read FOMM checkpoint '{path}' ({path.stat().st_size} bytes): "
-            f"{_unreadable_reason(path, error)} ({type(error).__name__}: {error})."
-        ) from error
+    if path.suffix == ".safetensors":
+        return read_part_safetensors(path, REQUIRED_ENTRIES, FOMMCheckpointError)
+    checkpoint = load_torch_file(
+        path, what="FOMM checkpoint", expected=EXPECTED_CHECKPOINT, error=FOMMCheckpointError
+    )
     if not isinstance(checkpoint, Mapping):
         raise FOMMCheckpointError(
             f"FOMM checkpoint '{path}' holds a {type(checkpoint).__name__}, expected a dict with "

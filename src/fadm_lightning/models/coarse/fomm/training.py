@@ -1,6 +1,6 @@
 """The pieces of FOMM's training objective (Siarohin et al., NeurIPS 2019, "Training losses").
 
-Plain modules and functions, used by :class:`fadm_lightning.fomm_lit_module.FOMMLitModule`:
+Plain modules and functions, used by :class:`fadm_lightning.systems.fomm.FOMMLitModule`:
 
 * :class:`ImagePyramid` — anti-aliased copies of an image at several scales (FOMM: ``scales
   [1, 0.5, 0.25, 0.125]``), keyed ``"prediction_<s>"`` as the discriminator expects.
@@ -29,6 +29,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from fadm_lightning.models.torch_file import load_torch_file
 
 from .blocks import AntiAliasInterpolation2d
 from .discriminator import scale_key
@@ -160,13 +162,10 @@ class VGG19Features(nn.Module):
         self.eval()
 
     def _read_features(self, path: Path) -> dict[str, torch.Tensor]:
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as error:  # torch.load raises many types on bad bytes
-            raise RuntimeError(
-                f"Cannot read the VGG-19 weights '{path}' ({type(error).__name__}: {error}). "
-                f"Expected {VGG19_EXPECTED}."
-            ) from error
+        # a file that is something else (an image, a config, a pickle …): one line saying what
+        state = load_torch_file(
+            path, what="VGG-19 weights file", expected=VGG19_EXPECTED, error=RuntimeError
+        )
         if not isinstance(state, Mapping):
             raise RuntimeError(
                 f"VGG-19 weights '{path}' hold a {type(state).__name__}, expected a state dict: "

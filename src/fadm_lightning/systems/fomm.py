@@ -34,6 +34,7 @@ import torch
 from torch import nn
 from torchmetrics import MeanMetric
 
+from fadm_lightning.metrics.reconstruction import EVAL_METRICS
 from fadm_lightning.models.coarse.fomm import save_fomm_checkpoint
 from fadm_lightning.models.coarse.fomm.training import (
     ImagePyramid,
@@ -47,15 +48,6 @@ from fadm_lightning.models.coarse.fomm.training import (
 # the frozen perceptual network is rebuilt from its own file, not stored in every checkpoint
 FROZEN_PREFIXES = ("perceptual.",)
 EXPORT_NAME = "fomm_checkpoint.pth.tar"
-# per-frame mean |·| against the driving frame, logged as <stage>/<name>, with their table rows:
-# the reconstruction, copying the source frame, and the source image warped by the predicted
-# motion without the decoder (``deformed``), which tells whether the motion or the decoder limits
-# the reconstruction
-EVAL_METRICS = {
-    "l1": "FOMM reconstruction",
-    "l1_copy_source": "copy the source frame",
-    "l1_warped_source": "source warped by the motion (no decoder)",
-}
 Keypoints = dict[str, torch.Tensor]
 
 

@@ -1,7 +1,12 @@
-"""A procedural talking-head world: identities, motion, a renderer and a dataset writer.
+"""The procedural face: identities, their geometry, landmarks and the renderer.
 
-The default experiment trains on data this module generates, so the whole pipeline (data,
-coarse generator, attribute extractor, refiner, metrics) runs without downloads.
+:func:`sample_identity` draws a person (a float vector of ``IDENTITY_DIM`` parameters),
+:func:`render` paints frames of that person for a batch of poses and expressions,
+:func:`landmarks` runs the same geometry forwards to 2-D landmarks and :func:`render_clip` does
+both for one clip on numpy arrays. Nothing here reads or writes files and only numpy and torch
+are imported, so models (the synthetic coarse generator) use the renderer without depending on
+the data package; the motion that drives a clip is in :mod:`fadm_lightning.synthetic.motion`, the
+dataset writer in :mod:`fadm_lightning.synthetic.dataset`.
 
 Geometry
 --------
@@ -51,19 +56,10 @@ centres of the upper and lower lip.
 
 from __future__ import annotations
 
-import json
 import math
-import os
-import re
-import shutil
-from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
-
-from fadm_lightning.data.annotations import ANNOTATION_DIR, annotation_path, save_annotation
-from fadm_lightning.data.video import write_mp4, write_png_folder
 
 IDENTITY_LAYOUT: dict[str, slice] = {
     "head_rx": slice(0, 1),
@@ -126,15 +122,9 @@ LIP_UPPER, LIP_LOWER = 0.06, 0.075
 TEETH_H = 0.035
 LIGHT_Y, LIGHT_Z = -0.45, 0.82  # view-space light direction (x from the identity): top, front
 
-DATASET_VERSION = 2
-CLIP_NAME = "id{:05d}#clip{:02d}.mp4"
-#: every split the writer knows, in the order of their person indices (train, test, then val)
-GENERATED_SPLITS = ("train", "test", "val")
-_CLIP_PATTERN = re.compile(r"^id\d{5}#clip\d{2}\.mp4$")
-
 
 # ----------------------------------------------------------------------------------------------
-# Sampling identities and motion
+# Sampling identities
 # ----------------------------------------------------------------------------------------------
 
 
@@ -201,75 +191,6 @@ def sample_identity(rng: np.random.Generator) -> np.ndarray:
     for name, sl in IDENTITY_LAYOUT.items():
         out[sl] = values[name]
     return out
-
-
-def _smooth_signal(
-    rng: np.random.Generator, t: np.ndarray, fmin: float, fmax: float, n: int = 3
-) -> np.ndarray:
-    """A sum of ``n`` sinusoids (frequencies in Hz) with random phases, normalised to [−1, 1]."""
-    freqs = rng.uniform(fmin, fmax, size=n)
-    phases = rng.uniform(0.0, 2 * math.pi, size=n)
-    weights = rng.uniform(0.5, 1.0, size=n)
-    waves = np.sin(2 * math.pi * freqs[:, None] * t[None] + phases[:, None])
-    return (weights[:, None] * waves).sum(0) / weights.sum()
-
-
-def _bounded(rng: np.random.Generator, t: np.ndarray, limit: float, offset: float) -> np.ndarray:
-    """A smooth trajectory ``o + a·signal`` with ``|o| + a ≤ limit`` (so it stays in ±limit)."""
-    off = rng.uniform(-offset, offset)
-    amp = rng.uniform(0.3, 1.0) * (limit - abs(off))
-    return off + amp * _smooth_signal(rng, t, 0.15, 0.7)
-
-
-def _blinks(rng: np.random.Generator, num_frames: int, fps: float) -> np.ndarray:
-    """Blink pulses (T×2, left and right) every 2–4 s; both eyes together but for rare winks."""
-    out = np.zeros((num_frames, 2))
-    frames = np.arange(num_frames, dtype=np.float64)
-    centre = rng.uniform(0.0, 3.0) * fps - 0.5 * fps
-    while centre < num_frames + 3:
-        width = rng.uniform(1.0, 1.5)  # Gaussian sigma in frames (a blink lasts ~4–6 frames)
-        delay = rng.uniform(-0.4, 0.4)  # the right eye may lag the left by a fraction of a frame
-        amp = rng.uniform(0.9, 1.0, size=2)
-        if rng.uniform() < 0.1:  # a wink
-            amp[rng.integers(2)] = 0.0
-        for eye, shift in ((0, 0.0), (1, delay)):
-            out[:, eye] += amp[eye] * np.exp(-0.5 * ((frames - centre - shift) / width) ** 2)
-        centre += rng.uniform(2.0, 4.0) * fps
-    return np.clip(out, 0.0, 1.0)
-
-
-def sample_motion(
-    rng: np.random.Generator, num_frames: int, fps: float = 25.0
-) -> tuple[np.ndarray, np.ndarray]:
-    """Smooth talking-head motion: ``(pose T×6, expression T×5)`` float32 arrays.
-
-    Pose: yaw ±0.5, pitch ±0.3, roll ±0.2 (radians), tx/ty ±0.1, scale 0.9–1.1. Expression:
-    mouth_open (syllables at 3–5 Hz under a slow speech envelope), smile (slow), blinks (short
-    pulses every 2–4 s, both eyes mostly together), brow_raise (slow), all in [0, 1].
-    """
-    if num_frames < 1:
-        raise ValueError(f"num_frames must be ≥ 1, got {num_frames}")
-    t = np.arange(num_frames) / fps
-    yaw = _bounded(rng, t, 0.5, 0.15)
-    pitch = _bounded(rng, t, 0.3, 0.1)
-    roll = _bounded(rng, t, 0.2, 0.07)
-    tx = _bounded(rng, t, 0.1, 0.04)
-    ty = _bounded(rng, t, 0.1, 0.04)
-    scale = 1.0 + _bounded(rng, t, 0.1, 0.04)
-    pose = np.stack([yaw, pitch, roll, tx, ty, scale], axis=1)
-
-    speech = np.clip(0.55 + 0.8 * _smooth_signal(rng, t, 0.2, 0.5), 0.0, 1.0)
-    syllable_rate = rng.uniform(3.0, 5.0)
-    wobble = 0.6 * np.sin(2 * math.pi * 1.3 * t + rng.uniform(0, 2 * math.pi))
-    phase = 2 * math.pi * syllable_rate * t + rng.uniform(0, 2 * math.pi) + wobble
-    syllables = (0.5 + 0.5 * np.sin(phase)) ** 1.5
-    mouth = rng.uniform(0.6, 1.0) * speech * syllables
-    smile = np.clip(rng.uniform(0.0, 0.6) + 0.4 * _smooth_signal(rng, t, 0.05, 0.3), 0.0, 1.0)
-    blink = _blinks(rng, num_frames, fps)
-    brow_base = rng.uniform(0.0, 0.4) + 0.35 * _smooth_signal(rng, t, 0.1, 0.5)
-    brow = np.clip(brow_base + 0.2 * speech, 0.0, 1.0)
-    expression = np.stack([mouth, smile, blink[:, 0], blink[:, 1], brow], axis=1)
-    return pose.astype(np.float32), np.clip(expression, 0.0, 1.0).astype(np.float32)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -642,19 +563,6 @@ def to_uint8(frames: torch.Tensor) -> np.ndarray:
     return (frames.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
 
 
-# ----------------------------------------------------------------------------------------------
-# Dataset writer
-# ----------------------------------------------------------------------------------------------
-
-
-def _identity_rng(seed: int, person: int) -> np.random.Generator:
-    return np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(person, 0)))
-
-
-def _motion_rng(seed: int, person: int, clip: int) -> np.random.Generator:
-    return np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(person, 1, clip)))
-
-
 def render_clip(
     identity: np.ndarray, pose: np.ndarray, expression: np.ndarray, image_size: int
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -665,177 +573,3 @@ def render_clip(
         frames = render(ident, pose_t, expr_t, image_size)
         marks = landmarks(ident, pose_t, expr_t)
     return to_uint8(frames), marks.numpy().astype(np.float32)
-
-
-def generate_dataset(
-    root: str | os.PathLike,
-    *,
-    num_train_ids: int = 24,
-    clips_per_id: int = 2,
-    num_test_ids: int = 4,
-    test_clips_per_id: int = 2,
-    num_val_ids: int = 0,
-    val_clips_per_id: int = 2,
-    num_frames: int = 48,
-    image_size: int = 64,
-    fps: int = 25,
-    format: str = "mp4",
-    seed: int = 0,
-    progress: bool = True,
-) -> Path:
-    """Write a synthetic talking-head dataset in the VoxCeleb layout; returns ``root``.
-
-    Layout: ``root/{train,test}/id{:05d}#clip{:02d}.mp4`` and, when ``num_val_ids > 0``,
-    ``root/val/…`` (an mp4 file, or with ``format="png"`` a folder of that name holding 7-digit
-    PNG frames), one annotation npz per clip under ``root/annotations/<split>/`` and finally
-    ``root/.complete`` (JSON of the arguments).
-
-    Identities: train persons are ``0 … num_train_ids − 1``, test persons follow them and the
-    validation persons follow the test ones (``num_train_ids + num_test_ids …``), so the three
-    splits are disjoint. Every identity and clip has its own random stream derived from
-    ``(seed, person, clip)``, so the same arguments always give identical frames and
-    annotations, and adding validation identities leaves the train and test clips bit-for-bit
-    unchanged. Validation clips have ``num_frames`` frames, like the others.
-
-    Idempotent: with a ``.complete`` for the same arguments this returns at once; a
-    ``.complete`` for other arguments raises ``ValueError``. With ``num_val_ids=0`` the marker
-    has no validation keys, exactly as written before the validation split existed. An
-    interrupted run is redone by calling again: clips (and annotations) that the arguments no
-    longer plan, in any split, are deleted first, and an empty ``val/`` left by an earlier plan
-    with validation identities is removed.
-    """
-    root = Path(root)
-    if format not in ("mp4", "png"):
-        raise ValueError(f"format must be 'mp4' or 'png', got {format!r}")
-    for name, value in (
-        ("num_train_ids", num_train_ids),
-        ("clips_per_id", clips_per_id),
-        ("num_test_ids", num_test_ids),
-        ("test_clips_per_id", test_clips_per_id),
-        ("num_val_ids", num_val_ids),
-        ("val_clips_per_id", val_clips_per_id),
-    ):
-        if not 0 <= value:
-            raise ValueError(f"{name} must be ≥ 0, got {value}")
-    if (
-        max(clips_per_id, test_clips_per_id, val_clips_per_id) > 100
-        or num_train_ids + num_test_ids + num_val_ids > 100_000
-    ):
-        raise ValueError("too many clips per id (≤ 100) or identities (≤ 100000) for the names")
-    if num_frames < 1 or image_size < 8:
-        raise ValueError(f"need num_frames ≥ 1 and image_size ≥ 8, got {num_frames}, {image_size}")
-    args = {
-        "num_train_ids": int(num_train_ids),
-        "clips_per_id": int(clips_per_id),
-        "num_test_ids": int(num_test_ids),
-        "test_clips_per_id": int(test_clips_per_id),
-        **(
-            {"num_val_ids": int(num_val_ids), "val_clips_per_id": int(val_clips_per_id)}
-            if num_val_ids > 0
-            else {}  # no validation split: the marker of datasets written before it existed
-        ),
-        "num_frames": int(num_frames),
-        "image_size": int(image_size),
-        "fps": int(fps),
-        "format": format,
-        "seed": int(seed),
-        "version": DATASET_VERSION,
-    }
-    marker = root / ".complete"
-    if marker.exists():
-        try:
-            existing = json.loads(marker.read_text())
-        except json.JSONDecodeError as err:
-            raise ValueError(
-                f"{marker}: unreadable marker ({err}); delete {root} to regenerate"
-            ) from err
-        if existing == args:
-            return root
-        raise ValueError(
-            f"{root} already holds a synthetic dataset generated with {existing}, but {args} was "
-            "asked for; delete that folder or choose another root"
-        )
-
-    # (split, number of ids, clips per id); person indices run on across the splits in this
-    # order, so a split appended at the end never shifts the persons (and streams) before it
-    layout = (
-        ("train", num_train_ids, clips_per_id),
-        ("test", num_test_ids, test_clips_per_id),
-        ("val", num_val_ids, val_clips_per_id),
-    )
-    plan: list[tuple[str, int, int]] = []  # (split, person, clip)
-    first = 0
-    for split, num_ids, clips in layout:
-        plan += [(split, p, k) for p in range(first, first + num_ids) for k in range(clips)]
-        first += num_ids
-    _remove_stale_clips(root, {(s, CLIP_NAME.format(p, k)) for s, p, k in plan})
-    if num_val_ids == 0:
-        _remove_empty_split(root, "val")  # left by an interrupted run that planned one
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # small tensors: one thread is fastest, and shares the CPU well
-    try:
-        _write_clips(root, plan, seed, num_frames, image_size, fps, format, progress)
-    finally:
-        torch.set_num_threads(threads)
-    for split in ("train", "test", "val") if num_val_ids > 0 else ("train", "test"):
-        (root / split).mkdir(parents=True, exist_ok=True)
-    marker.write_text(json.dumps(args, indent=2) + "\n")
-    return root
-
-
-def _write_clips(
-    root: Path,
-    plan: list[tuple[str, int, int]],
-    seed: int,
-    num_frames: int,
-    image_size: int,
-    fps: int,
-    format: str,
-    progress: bool,
-) -> None:
-    identities: dict[int, np.ndarray] = {}
-    for split, person, clip in tqdm(plan, desc="synthetic clips", disable=not progress):
-        if person not in identities:
-            identities[person] = sample_identity(_identity_rng(seed, person))
-        identity = identities[person]
-        pose, expression = sample_motion(_motion_rng(seed, person, clip), num_frames, fps)
-        frames, marks = render_clip(identity, pose, expression, image_size)
-        name = CLIP_NAME.format(person, clip)
-        path = root / split / name
-        if format == "mp4":
-            write_mp4(path, frames, fps=fps)
-        else:
-            if path.exists():
-                shutil.rmtree(path) if path.is_dir() else path.unlink()
-            path.parent.mkdir(parents=True, exist_ok=True)
-            write_png_folder(path, frames)
-        save_annotation(
-            annotation_path(root, split, name),
-            pose=pose,
-            expression=expression,
-            landmarks=marks,
-            identity=identity,
-        )
-
-
-def _remove_stale_clips(root: Path, keep: set[tuple[str, str]]) -> None:
-    """Delete clips (and their annotations) of an interrupted earlier run that are not planned."""
-    for split in GENERATED_SPLITS:
-        folder = root / split
-        if not folder.is_dir():
-            continue
-        for entry in folder.iterdir():
-            if not _CLIP_PATTERN.match(entry.name) or (split, entry.name) in keep:
-                continue
-            shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
-            annotation_path(root, split, entry.name).unlink(missing_ok=True)
-
-
-def _remove_empty_split(root: Path, split: str) -> None:
-    """Remove ``root/<split>`` and ``root/annotations/<split>`` when they hold nothing."""
-    for folder in (root / split, root / ANNOTATION_DIR / split):
-        try:
-            folder.rmdir()  # only succeeds when empty: foreign files are never deleted
-        except OSError:
-            pass

@@ -40,8 +40,8 @@ from diffusers.training_utils import EMAModel
 from lightning.pytorch.utilities import rank_zero_info
 
 from fadm_lightning.checkpoints import CONFIG_KEY
-from fadm_lightning.lit_module import FADMLitModule
 from fadm_lightning.pipeline import FADMPipeline, _alpha_bar, x0_and_epsilon
+from fadm_lightning.systems.fadm import FADMLitModule
 
 #: constructor arguments of the student that a plain FADMLitModule does not take
 DISTILL_KEYS = (
@@ -52,7 +52,7 @@ DISTILL_KEYS = (
     "gt_weight",
     "init_from_teacher",
 )
-STUDENT_TARGET = "fadm_lightning.lit_module.FADMLitModule"
+STUDENT_TARGET = "fadm_lightning.systems.fadm.FADMLitModule"
 SAMPLER_KEYS = ("steps", "eta", "strength", "clip_sample", "start_noise")
 
 
@@ -67,7 +67,7 @@ def plain_model_config(model: Mapping[str, Any]) -> dict[str, Any]:
 class FADMDistillLitModule(FADMLitModule):
     """A student FADM trained on its own few-step sampler against a teacher's output.
 
-    Args (besides those of :class:`~fadm_lightning.lit_module.FADMLitModule`, which must
+    Args (besides those of :class:`~fadm_lightning.systems.fadm.FADMLitModule`, which must
     describe the teacher's architecture):
         teacher_ckpt: the teacher's training checkpoint (loaded when fitting starts).
         teacher_sampler: the teacher's sampler, a mapping with keys among ``steps``, ``eta``,
@@ -115,8 +115,7 @@ class FADMDistillLitModule(FADMLitModule):
     def setup(self, stage: str) -> None:
         if stage != "fit" or self._teacher is not None:
             return
-        from fadm_lightning.checkpoints import load_pipeline
-        from fadm_lightning.inference.model import validation_sampler
+        from fadm_lightning.checkpoints import load_pipeline, validation_sampler
 
         path = self.teacher_ckpt
         teacher, cfg = load_pipeline(path)

@@ -1,12 +1,12 @@
-"""Pictures and videos of float frames, written as files and logged to W&B from one conversion.
+"""Pictures and videos of float frames: one conversion for files and W&B.
 
 W&B does not scale float pixels: ``wandb.Image`` of a float tensor or array casts it to uint8 as
 it is (``_convert_to_uint8`` is ``data.astype(np.uint8)`` in wandb 0.31), so frames in [0, 1]
 become 0 (black) and only an exact 1.0 (the grid's padding) becomes 1. Everything here therefore converts once, with :func:`to_uint8` (the rounding of
 torchvision's ``save_image``), and hands the same uint8 pixels to the PNG/mp4 file and to W&B.
 
-Videos are H.264 yuv420p mp4s (:class:`fadm_lightning.inference.media.VideoWriter`), the profile
-browsers play, so that W&B shows them as playable videos. (``data.video.write_mp4`` writes
+Videos are H.264 yuv420p mp4s (:class:`fadm_lightning.media.video.VideoWriter`), the profile
+browsers play, so that W&B shows them as playable videos. (``media.video.write_mp4`` writes
 yuv444p "High 4:4:4", which keeps dataset clips exact but which browsers do not play.)
 """
 
@@ -20,6 +20,8 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
+
+from fadm_lightning.media.video import VideoWriter
 
 
 def to_uint8(frames: torch.Tensor) -> np.ndarray:
@@ -53,8 +55,6 @@ def side_by_side(panels: Sequence[torch.Tensor]) -> torch.Tensor:
 
 def write_mp4(path: str | os.PathLike, frames: np.ndarray, fps: float = 25.0) -> Path:
     """Write uint8 ``T×H×W×3`` frames as a browser-playable H.264 (yuv420p) mp4, atomically."""
-    from fadm_lightning.inference.media import VideoWriter
-
     frames = np.asarray(frames)
     if frames.ndim != 4 or len(frames) == 0:
         raise ValueError(f"{path}: expected uint8 T×H×W×3 frames (T ≥ 1), got {frames.shape}")
@@ -68,10 +68,3 @@ def safe_name(name: str) -> str:
     """A file-name-safe version of a clip name (``id#clip.mp4`` → ``id_clip``)."""
     stem = re.sub(r"\.(mp4|png|avi|mov)$", "", str(name))
     return re.sub(r"[^A-Za-z0-9._=-]+", "_", stem).strip("_.")[:100] or "clip"
-
-
-def wandb_loggers(trainer) -> list:
-    """The trainer's ``WandbLogger``s (empty when W&B is not in use)."""
-    from lightning.pytorch.loggers import WandbLogger
-
-    return [lg for lg in trainer.loggers if isinstance(lg, WandbLogger)]

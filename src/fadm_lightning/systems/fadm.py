@@ -22,10 +22,10 @@ from torch import nn
 from torchmetrics import MeanMetric
 
 from fadm_lightning.checkpoints import CONFIG_KEY
-from fadm_lightning.data.annotations import collated_clip_frames
 from fadm_lightning.metrics.image import frame_metrics
 from fadm_lightning.models.agcn import AGCN
 from fadm_lightning.pipeline import FADMPipeline, min_snr_weight, training_target
+from fadm_lightning.synthetic.annotations import collated_clip_frames
 
 FROZEN_PREFIXES = ("coarse.", "attributes.")
 METRICS = ("l1", "psnr", "ssim")

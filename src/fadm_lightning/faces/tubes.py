@@ -8,7 +8,7 @@ boxes in place of the S3FD ones:
    otherwise it starts a new tube. A tube ends when no detection joined it for more than
    ``max_gap`` frames (dlib's HOG detector misses the odd frame; 0 = end at the first miss), or
    when it reaches ``max_frames`` (1024; the next detection starts a new tube).
-2. **Crop** (``square_crop_box``): the union of the tube's boxes, each side pushed out by
+2. **Crop** (:func:`~fadm_lightning.faces.crop.square_crop_box`): the union of the tube's boxes, each side pushed out by
    ``increase`` (0.1) of the box's width or height (so the aspect ratio is kept), then widened to
    a square about its centre (the longer side), in whole pixels.
 3. **Filter** (``select_tubes``): a tube is dropped when it spans fewer than ``min_frames`` (64)
@@ -19,10 +19,8 @@ boxes in place of the S3FD ones:
    ``crop_vox.py`` does).
 
 Boxes are float ``(left, top, right, bottom)`` pixel coordinates, ``right``/``bottom`` exclusive.
-``crop_square`` cuts a box out of an image (padding by border replication where it leaves it);
-``cut_square`` crops and resizes. Both preprocessing and inference
-(``fadm_lightning.inference.faces``) cut their faces with ``cut_square``, so a square leaving the
-frame is padded the same way in the training clips and at inference.
+The squares are cut by :mod:`fadm_lightning.faces.crop` (one crop policy for preprocessing,
+inference and metrics).
 """
 
 from __future__ import annotations
@@ -31,7 +29,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
-from PIL import Image
+
+from fadm_lightning.faces.crop import square_crop_box
 
 DROP_REASONS = ("too_short", "too_small", "leaves_frame")
 OUT_OF_FRAME = ("pad", "drop")  # what happens to a crop square that leaves the frame
@@ -121,19 +120,6 @@ def link_tubes(
     return sorted(closed, key=lambda tube: (tube.start, *tube.first_box.tolist()))
 
 
-def square_crop_box(box: Sequence[float], increase: float = 0.1) -> tuple[int, int, int, int]:
-    """The square crop of a box: each side pushed out by ``increase`` of the box's extent along
-    that axis, then the shorter side widened about the centre to a square; whole pixels."""
-    if increase < 0:
-        raise ValueError(f"increase must be ≥ 0, got {increase}")
-    left, top, right, bottom = (float(v) for v in box)
-    width, height = right - left, bottom - top
-    side = int(round(max(width, height) * (1.0 + 2.0 * increase)))
-    cx, cy = (left + right) / 2.0, (top + bottom) / 2.0
-    x0, y0 = int(round(cx - side / 2.0)), int(round(cy - side / 2.0))
-    return x0, y0, x0 + side, y0 + side
-
-
 def inside(box: Sequence[int], width: int, height: int) -> bool:
     left, top, right, bottom = box
     return left >= 0 and top >= 0 and right <= width and bottom <= height
@@ -190,34 +176,3 @@ def select_tubes(
             reason = "leaves_frame"
         decisions.append(TubeDecision(tube, crop, reason, padded=reason is None and leaves))
     return decisions
-
-
-def crop_square(image: np.ndarray, box: Sequence[float]) -> np.ndarray:
-    """Cut ``box`` = (left, top, right, bottom) out of uint8 H×W×3 ``image``.
-
-    Coordinates are rounded to whole pixels; parts of the box outside the image are filled by
-    replicating the nearest border pixel.
-    """
-    left, top, right, bottom = (int(round(float(v))) for v in box)
-    if right <= left or bottom <= top:
-        raise ValueError(f"empty crop box {tuple(box)}")
-    h, w = image.shape[:2]
-    pad = (max(0, -top), max(0, bottom - h), max(0, -left), max(0, right - w))
-    if any(pad):
-        image = np.pad(image, ((pad[0], pad[1]), (pad[2], pad[3]), (0, 0)), mode="edge")
-        left, right, top, bottom = left + pad[2], right + pad[2], top + pad[0], bottom + pad[0]
-    return np.ascontiguousarray(image[top:bottom, left:right])
-
-
-def cut_square(image: np.ndarray, box: Sequence[float], size: int) -> np.ndarray:
-    """``box`` cut out of uint8 H×W×3 ``image`` (:func:`crop_square`: parts outside the image are
-    border-replicated) and resized to size×size (Lanczos, antialiased; unchanged when it is
-    that size already).
-
-    The one way faces are cut: preprocessing writes its clips and portraits with it and
-    inference (``FaceCrop.cut``) cuts its inputs with it.
-    """
-    crop = crop_square(image, box)
-    if crop.shape[0] == crop.shape[1] == size:
-        return crop
-    return np.asarray(Image.fromarray(crop).resize((size, size), Image.Resampling.LANCZOS))

@@ -1,0 +1,110 @@
+"""The package's layers: every import of fadm_lightning goes down (README, "What is where").
+
+Read from the source (``ast``), so a lazy import inside a function counts as much as one at the
+top of a file. A module may import its own package and the layers below its own; two packages
+of one layer do not import each other.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parents[2] / "src" / "fadm_lightning"
+
+# bottom first; a name is a subpackage or a top-level module of fadm_lightning
+LAYERS = [
+    {"config", "media"},  # how configs are found; image, video, audio in and out
+    {"faces", "synthetic"},  # detection, tubes, crops; the procedural world
+    {"models"},  # plain nn.Modules
+    {"data", "metrics", "pipeline"},  # datasets; metrics; FADMPipeline (+ its folder format)
+    {"checkpoints"},  # one loader (training checkpoint or pretrained folder); the folder format
+    {"inference", "evaluation", "systems"},  # refiner facade; evaluator; LightningModules
+    {"callbacks", "benchmarks"},  # built by Hydra for train/evaluate; measurement commands
+    {
+        "train",
+        "evaluate",
+        "animate",
+        "rectify",
+        "preprocess",
+        "report",
+        "export",
+        "convert_release",
+    },
+]
+# modules that belong to a layer under another name
+ALIASES = {"pretrained": "checkpoints"}  # the folder format builds on the checkpoint loader
+# the only imports that go up, each with its reason
+UPWARD = {
+    ("fadm_lightning.pipeline", "fadm_lightning.pretrained"): (
+        "FADMPipeline.save_pretrained / from_pretrained (the diffusers way) delegate, lazily, to "
+        "the folder format"
+    ),
+}
+
+
+def _unit(module: str) -> str:
+    parts = module.split(".")
+    name = parts[1] if len(parts) > 1 else ""
+    return ALIASES.get(name, name)
+
+
+def _layer(unit: str) -> int:
+    for i, names in enumerate(LAYERS):
+        if unit in names:
+            return i
+    raise KeyError(unit)
+
+
+def _imports() -> list[tuple[str, str, int]]:
+    found = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        rel = path.relative_to(PACKAGE.parent).with_suffix("")
+        module = ".".join(rel.parts).removesuffix(".__init__")
+        for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+            if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                targets = [node.module]
+            elif isinstance(node, ast.Import):
+                targets = [alias.name for alias in node.names]
+            else:
+                continue
+            for target in targets:
+                if target.startswith("fadm_lightning.") or target == "fadm_lightning":
+                    found.append((module, target, node.lineno))
+    return found
+
+
+def test_every_package_has_a_layer():
+    units = {_unit(m) for m, _, _ in _imports()} | {
+        _unit(f"fadm_lightning.{p.stem}") for p in PACKAGE.iterdir() if p.suffix == ".py"
+    }
+    units |= {_unit(f"fadm_lightning.{p.name}") for p in PACKAGE.iterdir() if p.is_dir()}
+    units -= {"", "__init__", "__pycache__", "conf"}
+    missing = sorted(u for u in units if not any(u in names for names in LAYERS))
+    assert not missing, f"give these a layer in LAYERS (and in the README): {missing}"
+
+
+def test_imports_go_down():
+    wrong = []
+    for module, target, line in _imports():
+        source, dest = _unit(module), _unit(target)
+        if dest in ("", source) or (module, target) in UPWARD:
+            continue
+        if _layer(dest) >= _layer(source):
+            wrong.append(f"{module}:{line} imports {target}")
+    assert not wrong, "imports that do not go down:\n" + "\n".join(wrong)
+
+
+@pytest.mark.parametrize("bottom", ["media", "faces", "synthetic", "models"])
+def test_the_bottom_never_reaches_up(bottom):
+    """The issue's rule in words: nothing in models/ imports data/, nothing at the bottom
+    imports anything above it (checked for these packages by name, whatever LAYERS says)."""
+    above = {"data", "pipeline", "checkpoints", "inference", "evaluation", "systems", "callbacks"}
+    bad = [
+        f"{m}:{line} imports {t}"
+        for m, t, line in _imports()
+        if _unit(m) == bottom and _unit(t) in above
+    ]
+    assert not bad, "\n".join(bad)
