@@ -7,9 +7,10 @@ PIP := $(VENV)/bin/pip
 # torch and torchvision are installed as a matching pair first (override for your CUDA build)
 TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 PYTEST_ARGS ?=
+BENCH_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help venv demo test test-slow test-all test-parity bench-quality bench-ablation bench-sampling bench-data bench-speed bench-gpu bench-distill lint format clean
+.PHONY: help venv demo test test-slow test-scaling test-all bench-train-step test-parity bench-quality bench-ablation bench-sampling bench-data bench-speed bench-gpu bench-distill lint format clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-15s\033[0m %s\n", $$1, $$2}'
@@ -30,6 +31,9 @@ test: venv ## the test suite without the slow tests (< 15 min on 2 cores)
 
 test-slow: venv ## only the slow tests (DDP, longer trainings)
 	$(PY) -m pytest -m slow $(PYTEST_ARGS)
+
+test-scaling: venv ## SLURM launcher, requeue/resume, two nodes on one machine, shards, N tasks (CPU)
+	$(PY) -m pytest tests/integration/test_slurm.py tests/integration/test_multinode.py tests/integration/test_shards.py tests/integration/test_distributed.py $(PYTEST_ARGS)
 
 test-all: venv ## every test
 	$(PY) -m pytest $(PYTEST_ARGS)
@@ -55,8 +59,11 @@ bench-ablation: venv ## Table 3 in miniature: full / w/o color / w/o motion x 3 
 bench-sampling: venv ## coarse vs refined quality and speed of CKPT=... for several sampler settings
 	$(PY) -m fadm_lightning.benchmarks.sampling $(CKPT)
 
-bench-data: venv ## data-loading throughput of each data module (pairs/s per worker, workers per GPU)
+bench-data: venv ## data-loading throughput of each data module, folders and shards (pairs/s per worker, workers per GPU)
 	$(PY) -m fadm_lightning.benchmarks.data
+
+bench-train-step: venv ## seconds per training step of the paper model (256², fp32; BENCH_ARGS="--threads 2 …")
+	$(PY) -m fadm_lightning.benchmarks.train_step --steps 2 --warmup 1 $(BENCH_ARGS)
 
 # the few-step student of `make bench-quality`'s checkpoint (docs/distillation.md)
 TEACHER ?= logs/bench_quality/checkpoints/last.ckpt

@@ -29,6 +29,22 @@ Re-running skips the inputs already done with the same settings (a JSON record p
 ``output_dir/.preprocess/records/``). A broken input (unreadable, truncated, no frames) does not
 stop the run: it is listed in the summary, printed at the end and written as
 ``output_dir/preprocess_summary.json``. The exit status is 0 once every input was tried.
+
+Many machines (docs/scaling.md, "Distributed preprocessing")::
+
+    python -m fadm_lightning.preprocess input_dir=RAW output_dir=OUT num_tasks=N task_index=I
+    python -m fadm_lightning.preprocess -m hydra/launcher=submitit_slurm \
+        input_dir=RAW output_dir=OUT num_tasks=N 'task_index=range(0,N)'
+    sbatch --array=0-99 --wrap "python -m fadm_lightning.preprocess input_dir=RAW output_dir=OUT num_tasks=100"
+    python -m fadm_lightning.preprocess output_dir=OUT merge=true
+
+Task I processes the inputs whose relative path hashes to I (``data.partition.task_of``: the
+same in every task), writes its summary part to ``output_dir/.preprocess/tasks/``, and the task
+that finds all N parts of the run (the last to finish) writes ``preprocess_summary.json`` for the
+whole collection. With ``num_tasks`` > 1 and no ``task_index``, the index is
+``SLURM_ARRAY_TASK_ID`` (an ``sbatch --array`` job; not inside the jobs of Hydra's submitit
+launcher, which get ``task_index`` from the sweep). ``merge=true`` only merges (exit status 1
+while tasks of the run are missing, named in the message).
 """
 
 from __future__ import annotations
@@ -38,10 +54,34 @@ import sys
 from omegaconf import DictConfig, OmegaConf
 
 from fadm_lightning.config import hydra_main
-from fadm_lightning.data.preprocessing import format_summary, preprocess, settings_from_config
+from fadm_lightning.data.partition import resolve_task
+from fadm_lightning.data.preprocessing import (
+    format_summary,
+    merge,
+    preprocess,
+    settings_from_config,
+)
+
+
+def _merge(cfg: DictConfig) -> None:
+    if OmegaConf.is_missing(cfg, "output_dir"):
+        print("preprocess: merge=true needs output_dir=OUT", file=sys.stderr)
+        sys.exit(2)
+    try:
+        summary = merge(cfg.output_dir)
+    except FileNotFoundError as err:
+        print(f"preprocess: {err}", file=sys.stderr)
+        sys.exit(2)
+    except ValueError as err:
+        print(f"preprocess: {err}", file=sys.stderr)
+        sys.exit(1)
+    print(format_summary(summary))
 
 
 def _main(cfg: DictConfig) -> None:
+    if cfg.get("merge"):
+        _merge(cfg)
+        return
     missing = [k for k in ("input_dir", "output_dir") if OmegaConf.is_missing(cfg, k)]
     if missing:
         print(
@@ -51,6 +91,7 @@ def _main(cfg: DictConfig) -> None:
         )
         sys.exit(2)
     try:
+        task_index, num_tasks, _ = resolve_task(cfg.get("num_tasks"), cfg.get("task_index"))
         summary = preprocess(
             cfg.input_dir,
             cfg.output_dir,
@@ -58,6 +99,8 @@ def _main(cfg: DictConfig) -> None:
             num_workers=int(cfg.num_workers),
             progress=bool(cfg.progress),
             settings=settings_from_config(cfg),
+            num_tasks=num_tasks,
+            task_index=task_index,
         )
     except (FileNotFoundError, ValueError) as err:
         print(f"preprocess: {err}", file=sys.stderr)

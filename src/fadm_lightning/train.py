@@ -13,6 +13,7 @@ from typing import Any
 import lightning as L
 import torch
 from hydra.utils import get_class, instantiate
+from lightning.pytorch.plugins.environments import SLURMEnvironment
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from fadm_lightning.checkpoints import config_for_checkpoint
@@ -100,6 +101,24 @@ def instantiate_list(node: DictConfig | None) -> list[Any]:
     return [instantiate(c) for c in node.values() if c is not None and "_target_" in c]
 
 
+def resume_checkpoint(cfg: DictConfig, trainer: L.Trainer) -> str | None:
+    """The checkpoint ``fit`` starts from. In a SLURM job, the newest of the run directory's own
+    checkpoints when it has one: ``hpc_ckpt_<n>.ckpt`` (saved on the requeue signal) or
+    ``checkpoints/last.ckpt``; a requeued job runs again, with the same overrides, in the same run
+    directory (docs/scaling.md, "Training on a SLURM cluster"), so these are where it had got to. Otherwise ``ckpt_path``
+    (None: from scratch)."""
+    found: list[Path] = []
+    if SLURMEnvironment.detect():
+        found += Path(trainer.default_root_dir).glob("hpc_ckpt_*.ckpt")
+        callback = trainer.checkpoint_callback
+        if callback is not None and getattr(callback, "dirpath", None):
+            found.append(Path(callback.dirpath) / f"{callback.CHECKPOINT_NAME_LAST}.ckpt")
+    found = [p for p in found if p.is_file()]
+    if found:
+        return str(max(found, key=lambda p: p.stat().st_mtime))
+    return cfg.get("ckpt_path")
+
+
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Build everything from the config, fit, then test. Returns the metrics and artefact paths."""
     cfg = with_teacher(cfg)
@@ -124,7 +143,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
 
     metrics: dict[str, float] = {}
     if cfg.get("train"):
-        trainer.fit(model=model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+        ckpt_path = resume_checkpoint(cfg, trainer)
+        trainer.fit(model=model, datamodule=datamodule, ckpt_path=ckpt_path)
         metrics.update({k: float(v) for k, v in trainer.callback_metrics.items()})
     if cfg.get("test"):
         ckpt = None

@@ -111,7 +111,8 @@ def test_the_wheel_trains_from_a_folder_outside_the_checkout(outside_env, wheel,
 
 
 @pytest.mark.parametrize(
-    "command", ["evaluate", "animate", "rectify", "preprocess", "export", "convert_release"]
+    "command",
+    ["evaluate", "animate", "rectify", "preprocess", "export", "convert_release", "shard"],
 )
 def test_every_other_command_composes_its_config_from_the_wheel(outside_env, tmp_path, command):
     python, env = outside_env

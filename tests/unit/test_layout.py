@@ -29,6 +29,7 @@ LAYERS = [
         "animate",
         "rectify",
         "preprocess",
+        "shard",
         "report",
         "export",
         "convert_release",

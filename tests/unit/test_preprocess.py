@@ -404,3 +404,182 @@ def test_preprocessing_and_inference_cut_faces_with_one_function():
             assert np.array_equal(padded, reference)
             if size == box[2] - box[0]:
                 assert np.array_equal(crop, padded)
+
+
+# -- many tasks (docs/scaling.md): N tasks give the files and the summary of one process -----------
+def test_tasks_are_assigned_by_a_stable_hash_of_the_name():
+    from fadm_lightning.data.partition import task_of
+
+    names = [f"id{i:05d}/clip{k}.mp4" for i in range(200) for k in range(3)]
+    tasks = [task_of(name, 8) for name in names]
+    assert tasks == [task_of(name, 8) for name in reversed(names)][::-1]  # order plays no part
+    counts = np.bincount(tasks, minlength=8)
+    assert counts.min() > 40 and counts.max() < 110  # 600 names: 75 a task on average
+    assert task_of("interviews/talk.mp4", 3) == 1  # fixed forever: reruns find their inputs
+    assert {task_of(name, 1) for name in names} == {0}
+
+
+def test_task_index_from_the_settings_or_a_slurm_array():
+    from fadm_lightning.data.partition import resolve_task
+
+    assert resolve_task(None, None, {}) == (0, 1, "settings")
+    assert resolve_task(4, 2, {"SLURM_ARRAY_TASK_ID": "1"}) == (2, 4, "settings")
+    array = {"SLURM_ARRAY_TASK_ID": "3", "SLURM_ARRAY_TASK_COUNT": "4"}
+    assert resolve_task(4, None, array) == (3, 4, "SLURM_ARRAY_TASK_ID")
+    assert resolve_task(None, None, array) == (0, 1, "settings")  # an array never splits by itself
+    with pytest.raises(ValueError, match="needs task_index"):
+        resolve_task(4, None, {**array, "SUBMITIT_EXECUTOR": "slurm"})  # the launcher's own array
+    with pytest.raises(ValueError, match="needs task_index"):
+        resolve_task(4, None, {})
+    with pytest.raises(ValueError, match="from SLURM_ARRAY_TASK_ID"):
+        resolve_task(2, None, array)
+    with pytest.raises(ValueError, match=r"task_index must be in 0 … 2"):
+        resolve_task(3, 3, {})
+    with pytest.raises(ValueError, match="num_tasks must be"):
+        resolve_task(0, None, {})
+
+
+@pytest.fixture(scope="module")
+def tasks_raw(raw_dir, tmp_path_factory) -> Path:
+    """The raw folder of ``raw_dir`` (a talking head, portraits, broken files) plus the real
+    close-up clip."""
+    if not (FIXTURES / "driving.mp4").is_file():
+        pytest.skip(f"shared fixture clip not found at {FIXTURES / 'driving.mp4'}")
+    raw = tmp_path_factory.mktemp("tasks_raw")
+    shutil.copytree(raw_dir, raw, dirs_exist_ok=True)
+    (raw / "closeup").mkdir()
+    shutil.copyfile(FIXTURES / "driving.mp4", raw / "closeup" / "driving.mp4")
+    return raw
+
+
+def _tree(root: Path) -> dict[str, bytes]:
+    """Every output file (``.preprocess/`` left out) → its bytes."""
+    return {
+        str(p.relative_to(root)): p.read_bytes()
+        for p in sorted(root.rglob("*"))
+        if p.is_file() and ".preprocess" not in p.relative_to(root).parts
+    }
+
+
+def _without_output_dir(summary: dict) -> dict:
+    return {k: v for k, v in summary.items() if k != "output_dir"}
+
+
+def test_three_tasks_give_the_files_and_summary_of_one_process(tasks_raw, tmp_path):
+    from fadm_lightning.data.preprocessing import TASK_DIR, merge
+
+    settings = CropSettings(**TEST_SETTINGS)
+    one = preprocess(tasks_raw, tmp_path / "one", progress=False, settings=settings)
+    assert one["videos"] == {"found": 4, "processed": 2, "already_done": 0, "broken": 2}
+    assert "task" not in one
+
+    out = tmp_path / "three"
+    parts = []
+    for i in (2, 0, 1):  # any order: the last one to finish merges
+        assert not (out / "preprocess_summary.json").exists()
+        part = preprocess(
+            tasks_raw, out, progress=False, settings=settings, num_tasks=3, task_index=i
+        )
+        assert part["task"]["merged"] == (i == 1)
+        assert part["task"]["waiting_for"] == {2: [0, 1], 0: [1], 1: []}[i]
+        parts.append(part)
+    # each input is done by exactly one task
+    files = sorted(r["file"] for part in parts for r in part["files"])
+    assert files == sorted(r["file"] for r in one["files"])
+    assert sum(p["videos"]["found"] + p["images"]["found"] for p in parts) == len(files) == 8
+    assert "Waiting for task_index 0, 1" in format_summary(parts[0])
+
+    # the same clips and portraits, byte for byte, and the same summary
+    assert _tree(out).keys() - {"preprocess_summary.json"} == _tree(tmp_path / "one").keys() - {
+        "preprocess_summary.json"
+    }
+    for name, content in _tree(tmp_path / "one").items():
+        if name != "preprocess_summary.json":
+            assert _tree(out)[name] == content, name
+    merged = json.loads((out / "preprocess_summary.json").read_text())
+    assert _without_output_dir(merged) == _without_output_dir(json.loads(json.dumps(one)))
+    broken = [b["file"] for b in merged["broken"]]
+    assert broken == ["cut.mp4", "empty.mp4", "portraits/zero.png"]  # each once
+
+    # a rerun of the three tasks skips everything finished (broken inputs are tried again)
+    mtimes = {p: p.stat().st_mtime_ns for p in (out / "train").iterdir()}
+    for i in range(3):
+        again = preprocess(
+            tasks_raw, out, progress=False, settings=settings, num_tasks=3, task_index=i
+        )
+        assert again["videos"]["processed"] == again["images"]["processed"] == 0
+    assert {p: p.stat().st_mtime_ns for p in (out / "train").iterdir()} == mtimes
+    rerun = json.loads((out / "preprocess_summary.json").read_text())
+    assert rerun["videos"] == {"found": 4, "processed": 0, "already_done": 2, "broken": 2}
+    assert rerun["clips"] == merged["clips"] and rerun["broken"] == merged["broken"]
+
+    # merge=true rebuilds the same summary; a missing part is named
+    (out / "preprocess_summary.json").unlink()
+    assert merge(out) == rerun
+    next((out / TASK_DIR).glob("task-00001-of-00003.json")).unlink()
+    with pytest.raises(ValueError, match=r"1 of 3 tasks .*task_index 1\b"):
+        merge(out)
+
+
+def test_preprocess_tasks_as_a_hydra_multirun_and_a_slurm_array(tasks_raw, tmp_path):
+    """The command line: ``-m 'task_index=range(0,3)' num_tasks=3``, ``merge=true``, and an
+    ``sbatch --array`` task (SLURM_ARRAY_TASK_ID) on a folder the tasks finished (all skipped)."""
+    out = tmp_path / "vox"
+    settings = CropSettings(**TEST_SETTINGS)
+    preprocess(tasks_raw, out, progress=False, settings=settings)  # one process did the work
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env.pop("SLURM_ARRAY_TASK_ID", None)
+    overrides = [
+        f"input_dir={tasks_raw}", f"output_dir={out}", "progress=false",
+        *(f"{k}={v}" for k, v in TEST_SETTINGS.items()),
+    ]  # fmt: skip
+
+    def run(*args: str, **extra_env: str) -> subprocess.CompletedProcess:
+        flags = [a for a in args if a == "-m"]  # before the overrides
+        return subprocess.run(
+            [sys.executable, "-m", "fadm_lightning.preprocess", *flags, *overrides,
+             *(a for a in args if a != "-m")],
+            capture_output=True, text=True, timeout=300, env={**env, **extra_env}, cwd=tmp_path,
+        )  # fmt: skip
+
+    proc = run("-m", "num_tasks=3", "task_index=range(0,3)")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.count("processed, ") >= 3 and "All 3 tasks done" in proc.stdout
+    summary = json.loads((out / "preprocess_summary.json").read_text())
+    assert summary["videos"] == {"found": 4, "processed": 0, "already_done": 2, "broken": 2}
+    assert (out / ".preprocess" / "multirun").is_dir() and not (tmp_path / "multirun").exists()
+
+    proc = run("num_tasks=3", SLURM_ARRAY_TASK_ID="1")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert ": task 1 of 3 (below: its share of the 8 inputs)" in proc.stdout
+
+    proc = run("num_tasks=3")  # no index anywhere
+    assert proc.returncode == 2 and "num_tasks=3 needs task_index" in proc.stderr
+
+    merged = subprocess.run(
+        [sys.executable, "-m", "fadm_lightning.preprocess", f"output_dir={out}", "merge=true"],
+        capture_output=True, text=True, timeout=120, env=env, cwd=tmp_path,
+    )  # fmt: skip
+    assert merged.returncode == 0, merged.stderr[-3000:]
+    assert "videos: 4 found, 0 processed, 2 already done, 2 broken" in merged.stdout
+
+
+def test_person_depth_takes_the_person_id_from_the_first_folders():
+    """VoxCeleb2 is stored as ``<person>/<video>/<utterance>.mp4``: with ``person_depth=1`` the
+    clips of one speaker share a person id (id sampling, cross-identity pairs)."""
+    from fadm_lightning.data.preprocessing import clip_stem
+    from fadm_lightning.data.voxceleb import person_id
+
+    rel = Path("id00012/21Uxsk56VDQ/00001.mp4")
+    assert clip_stem(rel) == "id00012_21Uxsk56VDQ_00001"  # the default: the whole path
+    stem = clip_stem(rel, person_depth=1)
+    assert stem == "id00012#21Uxsk56VDQ_00001"
+    assert person_id(f"{stem}#000#000000#000195.mp4") == "id00012"
+    assert clip_stem(Path("loose.mp4"), person_depth=1) == "loose"  # no folder to take it from
+    # records written before the setting existed keep their key (nothing is redone)
+    assert CropSettings().key() == "11f8e872a54d"
+    assert CropSettings(person_depth=1).key() != CropSettings().key()
+    with pytest.raises(ValueError, match="person_depth must be"):
+        preprocess(
+            Path(__file__).parent, Path("/nonexistent"), settings=CropSettings(person_depth=-1)
+        )

@@ -7,14 +7,20 @@
    a CelebA-layout folder of 178×218 portraits made from the same frames.
 2. Times one DataLoader worker (``num_workers=0``: the main process does exactly what one worker
    does; ``torch.set_num_threads(1)``) of each data module at batch 8, 256×256: training pairs per
-   second (source images per second for CelebA).
+   second (source images per second for CelebA); the best of 3 rounds, interleaved between the
+   modules.
 3. Times the read of two random frames of an mp4 clip (``--frames`` and 4× that long: decord
    seeks to the previous key frame and decodes forward, so the cost grows with the clip length)
    against the read of a PNG pair; with ``--real-clip`` (default: the real VoxCeleb clip of
    ``shared/fixtures``, when present) the same for real content: the clip as it is, re-encoded
    by ``write_mp4`` with the encoder's key-frame interval and with ``gop=12`` (what
    ``fadm_lightning.preprocess`` writes), and as a PNG folder.
-4. Prints the workers one GPU needs: ``ceil(margin · gpu_batch / gpu_step_s / pairs_per_s)``, and
+4. Shards (``docs/scaling.md, "Sharded streaming data"``): writes the mp4 and the PNG tree, each clip repeated
+   ``--shard-copies`` times under other names (symbolic links: the same clips, enough of them for
+   whole batches per pass), as LitData shards with ``fadm_lightning.data.shards.write_shards`` and
+   times the ``voxceleb_shards`` data module's streaming loader (``StreamingDataLoader``, one
+   worker) like the folder modules above, plus the two-frame read of a stored record.
+5. Prints the workers one GPU needs: ``ceil(margin · gpu_batch / gpu_step_s / pairs_per_s)``, and
    PASS when every training data module needs at most ``--max-workers`` (8) with the 2× margin.
 
 No GPU is needed: the step time is an option (``--gpu-step-s``). Its default, 0.025 s, is an
@@ -103,25 +109,64 @@ def build_trees(workdir: Path, frames: int, ids: int) -> dict[str, Path]:
     return trees
 
 
-def time_loader(
-    make_loader: Callable[[], torch.utils.data.DataLoader], batches: int, rounds: int = 3
-) -> float:
-    """Items per second of a loader: the best of ``rounds`` timings of ``batches`` batches each,
-    after one warm-up batch (the best round is the one least disturbed by other processes)."""
-    loader = make_loader()
-    iterator = iter(loader)
-    next(iterator)
-    best = 0.0
+def repeated_tree(src: Path, dst: Path, copies: int) -> Path:
+    """``dst``: the clips (and annotations) of ``src``'s train split ``copies`` times each, as
+    symbolic links named ``<person>#copy<k>#<rest>``, and its test split once."""
+    from fadm_lightning.synthetic.annotations import annotation_path
+
+    for split, n in (("train", copies), ("test", 1)):
+        (dst / split).mkdir(parents=True, exist_ok=True)
+        for clip in sorted((src / split).iterdir()):
+            person, rest = clip.name.split("#", 1)
+            for k in range(n):
+                name = f"{person}#copy{k:03d}#{rest}"
+                (dst / split / name).symlink_to(clip.resolve(), target_is_directory=clip.is_dir())
+                note = annotation_path(src, split, clip.name)
+                if note.is_file():
+                    link = annotation_path(dst, split, name)
+                    link.parent.mkdir(parents=True, exist_ok=True)
+                    link.symlink_to(note.resolve())
+    return dst
+
+
+def build_shards(workdir: Path, trees: dict[str, Path], copies: int) -> dict[str, Path]:
+    """LitData shards of the mp4 and PNG trees, each train clip ``copies`` times."""
+    from fadm_lightning.data.shards import write_shards
+
+    shards = {}
+    for fmt in ("mp4", "png"):
+        source = repeated_tree(trees[fmt], workdir / f"vox-{fmt}-x{copies}", copies)
+        shards[fmt] = workdir / f"shards-{fmt}"
+        write_shards(
+            source, shards[fmt], index_cache_dir=workdir / "index", progress=False,
+            start_method="fork",
+        )  # fmt: skip
+    return shards
+
+
+def time_loaders(
+    makers: dict[str, Callable[[], torch.utils.data.DataLoader]], batches: int, rounds: int = 3
+) -> dict[str, float]:
+    """Items per second of each loader: the best of ``rounds`` timings of ``batches`` batches
+    each, after one warm-up batch. The rounds are interleaved (round 1 of every loader, then
+    round 2, …) so that a busy moment of a shared machine hits every loader alike; the best
+    round is the one least disturbed."""
+    loaders = {name: make() for name, make in makers.items()}
+    iterators = {name: iter(loader) for name, loader in loaders.items()}
+    for iterator in iterators.values():
+        next(iterator)
+    best = dict.fromkeys(loaders, 0.0)
     for _ in range(rounds):
-        items, start = 0, time.perf_counter()
-        for _ in range(batches):
-            try:
-                batch = next(iterator)
-            except StopIteration:
-                iterator = iter(loader)
-                batch = next(iterator)
-            items += batch["source"].shape[0]
-        best = max(best, items / (time.perf_counter() - start))
+        for name, loader in loaders.items():
+            items, start = 0, time.perf_counter()
+            for _ in range(batches):
+                try:
+                    batch = next(iterators[name])
+                except StopIteration:  # the end of an epoch (a pass of the shards' stream)
+                    iterators[name] = iter(loader)
+                    batch = next(iterators[name])
+                items += batch["source"].shape[0]
+            best[name] = max(best[name], items / (time.perf_counter() - start))
     return best
 
 
@@ -130,15 +175,29 @@ def time_pair_reads(path: Path, repeats: int, rounds: int = 3, seed: int = 0) ->
     ``rounds`` means over the same ``repeats`` random pairs."""
     from fadm_lightning.media.video import count_frames, read_frames
 
+    return _time_reads(
+        lambda pair: read_frames(path, pair), count_frames(path), repeats, rounds, seed
+    )
+
+
+def time_record_reads(root: Path, repeats: int, rounds: int = 3, seed: int = 0) -> float:
+    """``time_pair_reads`` for the first train record of a split's shards (decoded from the
+    record's bytes, as the streaming loader does)."""
+    from fadm_lightning.data.shards import ShardRecords, split_dir
+
+    record = ShardRecords(split_dir(root, "train"))[0]
+    return _time_reads(record.read_frames, record.num_frames, repeats, rounds, seed)
+
+
+def _time_reads(read: Callable, n: int, repeats: int, rounds: int, seed: int) -> float:
     rng = np.random.default_rng(seed)
-    n = count_frames(path)
     pairs = [np.sort(rng.choice(n, size=2, replace=True)).tolist() for _ in range(repeats)]
-    read_frames(path, [0, n - 1])  # warm the file cache
+    read([0, n - 1])  # warm the file cache
     best = float("inf")
     for _ in range(rounds):
         start = time.perf_counter()
         for pair in pairs:
-            read_frames(path, pair)
+            read(pair)
         best = min(best, (time.perf_counter() - start) / repeats)
     return best
 
@@ -151,6 +210,7 @@ def workers_needed(pairs_per_s: float, gpu_step_s: float, gpu_batch: int, margin
 def run(args: argparse.Namespace) -> bool:
     from fadm_lightning.data.celeba import CelebASourcesDataModule
     from fadm_lightning.data.datamodule import VoxCelebDataModule
+    from fadm_lightning.data.shards import VoxCelebShardsDataModule
 
     torch.set_num_threads(1)
     workdir = (
@@ -165,12 +225,29 @@ def run(args: argparse.Namespace) -> bool:
         start = time.perf_counter()
         trees = build_trees(workdir, args.frames, args.ids)
         print(f"synthetic trees built in {time.perf_counter() - start:.1f} s under {workdir}")
+        start = time.perf_counter()
+        shards = build_shards(workdir, trees, args.shard_copies)
+        print(
+            f"shards of the mp4 and png trees ({args.ids * args.shard_copies} train clips each: "
+            f"every clip {args.shard_copies}×) written in {time.perf_counter() - start:.1f} s"
+        )
 
         def vox(root: Path) -> Callable[[], torch.utils.data.DataLoader]:
             def make() -> torch.utils.data.DataLoader:
                 dm = VoxCelebDataModule(
                     root, image_size=256, num_repeats=1000, batch_size=BENCH_BATCH,
                     num_workers=0, cache_dir=workdir / "index",
+                )  # fmt: skip
+                dm.setup("fit")
+                return dm.train_dataloader()
+
+            return make
+
+        def streamed(root: Path) -> Callable[[], torch.utils.data.DataLoader]:
+            def make() -> torch.utils.data.DataLoader:
+                dm = VoxCelebShardsDataModule(
+                    root, image_size=256, batch_size=BENCH_BATCH, num_workers=0,
+                    persistent_workers=False,
                 )  # fmt: skip
                 dm.setup("fit")
                 return dm.train_dataloader()
@@ -193,18 +270,20 @@ def run(args: argparse.Namespace) -> bool:
             ("voxceleb (mp4 clips)", vox(trees["mp4"]), True),
             ("voxceleb (png folders)", vox(trees["png"]), True),
             ("voxceleb2 (224 mp4 → 256)", vox(trees["vox2"]), True),
+            ("voxceleb_shards (mp4 records)", streamed(shards["mp4"]), True),
+            ("voxceleb_shards (png records)", streamed(shards["png"]), True),
             ("celeba_sources (jpg, sources/s)", celeba, False),
         ]
         print(
-            f"\nOne worker, batch {BENCH_BATCH}, 256×256, best of {args.rounds} × {args.batches} "
-            f"batches, clips of {args.frames} frames (training items: 2 random frames + FOMM "
-            "augmentation):"
+            f"\nOne worker, batch {BENCH_BATCH}, 256×256, best of {args.rounds} interleaved rounds × "
+            f"{args.batches} batches, clips of {args.frames} frames (training items: 2 random "
+            "frames + FOMM augmentation):"
         )
+        rates = time_loaders({name: make for name, make, _ in modules}, args.batches, args.rounds)
         results = {}
-        for name, make, training in modules:
-            rate = time_loader(make, args.batches, args.rounds)
-            results[name] = (rate, training)
-            print(f"  {name:<34} {rate:8.1f} pairs/s per worker")
+        for name, _, training in modules:
+            results[name] = (rates[name], training)
+            print(f"  {name:<34} {rates[name]:8.1f} pairs/s per worker")
 
         print(
             f"\nReading two random frames (decode only, no resize/augmentation; best of "
@@ -220,6 +299,12 @@ def run(args: argparse.Namespace) -> bool:
             ("png pair (frame folder)", clip_png),
         ):
             reads[label] = seconds = time_pair_reads(path, args.read_repeats, args.rounds)
+            print(f"  {label:<34} {seconds * 1e3:8.1f} ms per pair")
+        for label, root in (
+            (f"shard record, mp4 {args.frames} frames", shards["mp4"]),
+            ("shard record, png pair", shards["png"]),
+        ):
+            reads[label] = seconds = time_record_reads(root, args.read_repeats, args.rounds)
             print(f"  {label:<34} {seconds * 1e3:8.1f} ms per pair")
         real_reads = {}
         if args.real_clip and Path(args.real_clip).is_file():
@@ -296,6 +381,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--frames", type=int, default=64, help="frames per synthetic clip")
     parser.add_argument("--ids", type=int, default=4, help="training identities per tree")
     parser.add_argument("--read-repeats", type=int, default=20, help="timed two-frame reads")
+    parser.add_argument(
+        "--shard-copies", type=int, default=32,
+        help="times each train clip is written into the shards (an epoch of the stream must hold "
+        "whole batches: ids × copies ≥ batch 8; default 32)",
+    )  # fmt: skip
     parser.add_argument(
         "--rounds", type=int, default=3, help="timings per figure; the best is printed"
     )

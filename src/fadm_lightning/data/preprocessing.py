@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from fadm_lightning.data.partition import TaskParts, digest, resolve_task, task_of, write_json
 from fadm_lightning.faces.crop import cut_square, square_crop_box
 from fadm_lightning.faces.detection import FaceFinder
 from fadm_lightning.faces.tubes import (
@@ -34,6 +35,7 @@ from fadm_lightning.media.video import CLIP_ENCODING, PngFolderWriter, VideoWrit
 
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".flv", ".gif")
 RECORD_DIR = Path(".preprocess") / "records"
+TASK_DIR = Path(".preprocess") / "tasks"  # one summary part per task (num_tasks > 1)
 SUMMARY_FILE = "preprocess_summary.json"
 IMAGE_DIR = "images"
 
@@ -58,9 +60,13 @@ class CropSettings:
     detector_max_side: int = 640
     detector_upsample: int = 0
     detector_cnn_fallback: bool = False
+    person_depth: int = 0
 
     def key(self) -> str:
-        return hashlib.sha1(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:12]
+        values = asdict(self)
+        if values["person_depth"] == 0:  # the key of the settings from before this field
+            del values["person_depth"]
+        return hashlib.sha1(json.dumps(values, sort_keys=True).encode()).hexdigest()[:12]
 
 
 # -- inputs ---------------------------------------------------------------------------------------
@@ -90,6 +96,19 @@ def output_stem(rel: Path) -> str:
     """
     stem = str(rel.with_suffix("")).replace(os.sep, "_").replace("/", "_")
     return "".join(c if c.isalnum() or c in "-_.+" else "_" for c in stem) or "input"
+
+
+def clip_stem(rel: Path, person_depth: int = 0) -> str:
+    """The name of an input's clips before ``#<tube>#<start>#<end>.mp4``: :func:`output_stem`,
+    the whole relative path, is the person id; with ``person_depth`` = k the first k folders are
+    the person id and the rest follows after a ``#`` (VoxCeleb2's
+    ``id00012/21Uxsk56VDQ/00001.mp4`` with k = 1 → ``id00012#21Uxsk56VDQ_00001``). Inputs
+    with no more than k folders keep :func:`output_stem`."""
+    if person_depth <= 0 or len(rel.parts) <= person_depth:
+        return output_stem(rel)
+    person = "_".join(rel.parts[:person_depth])
+    person = "".join(c if c.isalnum() or c in "-_.+" else "_" for c in person)
+    return f"{person}#{output_stem(Path(*rel.parts[person_depth:]))}"
 
 
 def _record_path(output_dir: Path, rel: Path) -> Path:
@@ -183,7 +202,7 @@ def process_video(
         settings.min_size,
         settings.out_of_frame,
     )
-    stem = output_stem(rel)
+    stem = clip_stem(rel, settings.person_depth)
     names = {}
     for i, d in enumerate(decisions):
         entry = {
@@ -334,7 +353,7 @@ def _process(task: tuple[str, str, str, str, str]) -> dict[str, Any]:
     return record
 
 
-# -- the whole run --------------------------------------------------------------------------------
+# -- the whole run (one task of N) -----------------------------------------------------------------
 def preprocess(
     input_dir: str | os.PathLike,
     output_dir: str | os.PathLike,
@@ -342,14 +361,27 @@ def preprocess(
     num_workers: int = 1,
     progress: bool = True,
     settings: CropSettings | None = None,
+    num_tasks: int = 1,
+    task_index: int = 0,
 ) -> dict[str, Any]:
-    """Process every video and image of ``input_dir``; returns (and writes) the summary."""
+    """Process the videos and images of ``input_dir`` that belong to task ``task_index`` of
+    ``num_tasks`` (all of them for one task; :func:`~fadm_lightning.data.partition.task_of` of
+    their relative paths otherwise) and return this task's summary.
+
+    Each task writes its summary part under ``output_dir/.preprocess/tasks/``; the task that finds
+    the parts of all ``num_tasks`` tasks of this run (the last to finish, in any order) writes
+    ``preprocess_summary.json`` for the whole collection (:func:`merge_parts`). With one task that
+    is this task's summary, as before.
+    """
     from tqdm.auto import tqdm
 
     settings = settings or CropSettings()
     if settings.format not in ("mp4", "png"):
         raise ValueError(f"format must be 'mp4' or 'png', got {settings.format!r}")
     check_out_of_frame(settings.out_of_frame)
+    if settings.person_depth < 0:
+        raise ValueError(f"person_depth must be ≥ 0, got {settings.person_depth}")
+    task_index, num_tasks, _ = resolve_task(num_tasks, task_index, environ={})  # checks them
     input_dir, output_dir = Path(input_dir).expanduser(), Path(output_dir).expanduser()
     if not input_dir.is_dir():
         raise FileNotFoundError(f"input_dir {input_dir} is not a folder of videos and images")
@@ -358,19 +390,23 @@ def preprocess(
             f"split must be a plain folder name other than {IMAGE_DIR!r}, got {split!r}"
         )
     output_dir.mkdir(parents=True, exist_ok=True)
+    parts = TaskParts(output_dir / TASK_DIR)
+    parts.clear(task_index, num_tasks)
     videos, images = find_inputs(input_dir, exclude=output_dir)
+    inputs = [("video", p) for p in videos] + [("image", p) for p in images]
+    rels = {p: p.relative_to(input_dir) for _, p in inputs}
+    mine = [(k, p) for k, p in inputs if task_of(rels[p].as_posix(), num_tasks) == task_index]
     key = settings.key()
 
     records: dict[str, dict[str, Any]] = {}
     tasks = []
-    for kind, paths in (("video", videos), ("image", images)):
-        for path in paths:
-            rel = path.relative_to(input_dir)
-            done = _done_record(_record_path(output_dir, rel), key, split, output_dir)
-            if done is not None:
-                records[str(rel)] = {**done, "already_done": True}
-            else:
-                tasks.append((kind, str(path), str(rel), str(output_dir), split))
+    for kind, path in mine:
+        rel = rels[path]
+        done = _done_record(_record_path(output_dir, rel), key, split, output_dir)
+        if done is not None:
+            records[str(rel)] = {**done, "already_done": True}
+        else:
+            tasks.append((kind, str(path), str(rel), str(output_dir), split))
 
     bar = tqdm(total=len(tasks), desc="preprocess", unit="file", disable=not progress)
     if num_workers <= 1 or len(tasks) <= 1:
@@ -387,13 +423,76 @@ def preprocess(
                 bar.update()
     bar.close()
 
-    ordered = [records[str(p.relative_to(input_dir))] for p in (*videos, *images)]
+    ordered = [records[str(rels[p])] for _, p in mine]
     summary = summarize(ordered, input_dir, output_dir, split, settings)
-    target = output_dir / SUMMARY_FILE
-    tmp = target.with_name(f".{target.name}.tmp")
-    tmp.write_text(json.dumps(summary, indent=2) + "\n")
-    os.replace(tmp, target)
+    # what every task of one run shares: a task of another run (settings, split, N, listing)
+    # never completes this one
+    run = {
+        "input_dir": str(input_dir.resolve()),
+        "split": split,
+        "settings": asdict(settings),
+        "num_tasks": num_tasks,
+        "inputs": digest([k, rels[p].as_posix()] for k, p in inputs),
+    }
+    part = parts.write(task_index, num_tasks, run, {"files": ordered})
+    complete = parts.complete(run, num_tasks)
+    if complete is not None:
+        merged = merge_parts(complete, input_dir, output_dir, split, settings)
+        write_json(output_dir / SUMMARY_FILE, merged)
+    if num_tasks > 1:
+        _, missing = parts.status(run, num_tasks) if complete is None else (None, [])
+        summary["task"] = {
+            "index": task_index,
+            "count": num_tasks,
+            "inputs": len(inputs),
+            "part": str(part),
+            "merged": complete is not None,
+            "waiting_for": missing,
+        }
     return summary
+
+
+def merge_parts(
+    parts: list[dict[str, Any]],
+    input_dir: Path,
+    output_dir: Path,
+    split: str,
+    settings: CropSettings,
+) -> dict[str, Any]:
+    """The summary of the whole collection from the parts of all tasks of one run: the records
+    in the order one process lists the inputs (videos, then images, each by path)."""
+    records = [r for part in parts for r in part["results"]["files"]]
+    records.sort(key=lambda r: (r["kind"] != "video", Path(r["file"])))
+    return summarize(records, input_dir, output_dir, split, settings)
+
+
+def merge(output_dir: str | os.PathLike) -> dict[str, Any]:
+    """``preprocess output_dir=OUT merge=true``: write ``preprocess_summary.json`` from the parts
+    of the run whose part was written last, when all its tasks have written theirs.
+
+    Raises:
+        FileNotFoundError: no part under ``output_dir/.preprocess/tasks/``.
+        ValueError: tasks of that run have not written their part (they are named: rerun them;
+            they skip what is done).
+    """
+    output_dir = Path(output_dir).expanduser()
+    parts = TaskParts(output_dir / TASK_DIR)
+    newest = parts.newest()
+    if newest is None:
+        raise FileNotFoundError(f"no task summaries under {parts.folder}: run the tasks first")
+    run, num_tasks = newest["run"], int(newest["num_tasks"])
+    found, missing = parts.status(run, num_tasks)
+    if missing:
+        raise ValueError(
+            f"{len(missing)} of {num_tasks} tasks have no summary part for this run under "
+            f"{parts.folder} (task_index {', '.join(map(str, missing[:20]))}"
+            f"{', …' if len(missing) > 20 else ''}): rerun them with the same settings "
+            f"(finished inputs are skipped), then merge again"
+        )
+    settings = CropSettings(**run["settings"])
+    merged = merge_parts(found, Path(run["input_dir"]), output_dir, run["split"], settings)
+    write_json(output_dir / SUMMARY_FILE, merged)
+    return merged
 
 
 def summarize(
@@ -477,7 +576,26 @@ def format_summary(summary: dict[str, Any]) -> str:
         f"  written: {len(summary['clips'])} clip(s) in {summary['split']}/, "
         f"{len(summary['portrait_files'])} portrait(s) in {IMAGE_DIR}/"
     )
-    lines.append(f"Summary: {Path(summary['output_dir']) / SUMMARY_FILE}")
+    merged = Path(summary["output_dir"]) / SUMMARY_FILE
+    task = summary.get("task")
+    if task is None:
+        lines.append(f"Summary: {merged}")
+        return "\n".join(lines)
+    lines[0] += (
+        f": task {task['index']} of {task['count']} (below: its share of the {task['inputs']} "
+        "inputs)"
+    )
+    lines.append(f"Task summary: {task['part']}")
+    if task["merged"]:
+        lines.append(f"All {task['count']} tasks done; summary of the whole collection: {merged}")
+    else:
+        waiting = ", ".join(map(str, task["waiting_for"][:20]))
+        more = ", …" if len(task["waiting_for"]) > 20 else ""
+        lines.append(
+            f"Waiting for task_index {waiting}{more}: the last task to finish writes {merged} "
+            f"(or: python -m fadm_lightning.preprocess output_dir={summary['output_dir']} "
+            "merge=true)"
+        )
     return "\n".join(lines)
 
 
@@ -500,4 +618,5 @@ def settings_from_config(cfg: Any) -> CropSettings:
         detector_max_side=int(detector.get("max_side", 640)),
         detector_upsample=int(detector.get("upsample", 0)),
         detector_cnn_fallback=bool(detector.get("cnn_fallback", False)),
+        person_depth=int(cfg.get("person_depth") or 0),
     )

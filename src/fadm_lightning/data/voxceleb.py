@@ -293,6 +293,70 @@ def _split_pair(annotation: dict[str, torch.Tensor], i: int) -> dict[str, torch.
     return out
 
 
+# The rules every clip source shares (the folders here, the LitData shards of ``shards.py``):
+# which frames an item takes, how frames become tensors, how an annotation is cut and how the
+# item dict is built.
+def frames_to_tensor(
+    frames: np.ndarray, size: tuple[int, int], where: str | os.PathLike
+) -> torch.Tensor:
+    """uint8 T×H×W×3 frames of a clip → float32 T×3×H×W in [0, 1] at ``size``; a clip of another
+    aspect ratio is a ``VideoReadError`` naming ``where`` (``check_aspect``)."""
+    check_aspect(frames, size, where)
+    return to_float_frames(frames, size)
+
+
+def train_pair_indices(num_frames: int, rng: np.random.Generator) -> list[int]:
+    """Two frame indices of a training item: drawn with replacement, sorted (source ≤ driving)."""
+    return np.sort(rng.choice(num_frames, size=2, replace=True)).tolist()
+
+
+def val_pair_indices(k: int, num_frames: int) -> tuple[int, int]:
+    """(source, driving) frame indices of validation pair ``k`` in a clip of ``num_frames``."""
+    return 0, (k * 7919 + num_frames // 2) % num_frames
+
+
+def clip_frame_indices(num_frames: int, frame_stride: int, max_frames: int | None) -> list[int]:
+    """Frames 0, s, 2s, … of a test clip, at most ``max_frames`` of them."""
+    return list(range(0, num_frames, frame_stride))[:max_frames]
+
+
+def select_annotation(
+    data: dict[str, np.ndarray], num_frames: int, indices: Sequence[int], where: str | os.PathLike
+) -> dict[str, torch.Tensor]:
+    """Stacked annotation (T×…) of frames ``indices`` of a clip of ``num_frames`` frames from its
+    loaded npz ``data``; ``ValueError`` naming ``where`` when the frame counts differ."""
+    if len(data["pose"]) != num_frames:
+        raise ValueError(
+            f"{where}: annotation has {len(data['pose'])} frames, clip has {num_frames}"
+        )
+    return clip_annotation(data, list(indices))
+
+
+def pair_item(
+    frames: torch.Tensor,
+    name: str,
+    annotation: dict[str, torch.Tensor] | None = None,
+    augmentation: FrameAugmentation | None = None,
+    rng: np.random.Generator | None = None,
+    skipped: Sequence[tuple[str, str]] | None = None,
+) -> dict[str, Any]:
+    """The item of a (source, driving) pair: ``frames`` 2×3×H×W, ``annotation`` stacked (2×…).
+
+    With ``augmentation`` the frames (and the annotation, flipped with them) are augmented with
+    ``rng``; ``skipped`` (training items only) adds the ``"skipped"`` string. Keys: ``source``,
+    ``driving``, ``name`` [, ``skipped``] [, ``source_annotation``, ``driving_annotation``].
+    """
+    if augmentation is not None:
+        frames, annotation = augmentation(frames, rng, annotation)
+    item: dict[str, Any] = {"source": frames[0], "driving": frames[1], "name": name}
+    if skipped is not None:
+        item[SKIPPED_KEY] = encode_skipped(skipped)
+    if annotation is not None:
+        item["source_annotation"] = _split_pair(annotation, 0)
+        item["driving_annotation"] = _split_pair(annotation, 1)
+    return item
+
+
 class _WorkerRng:
     """A ``np.random.Generator`` per (process, DataLoader worker, DDP rank).
 
@@ -352,17 +416,12 @@ class _SplitDataset(Dataset):
     def _annotation(self, clip: Clip, indices: Sequence[int]) -> dict[str, torch.Tensor]:
         """Stacked annotation (T×…) of frames ``indices`` of ``clip``."""
         path = self.index.annotation_path(self.split, clip)
-        data = load_annotation(path)
-        if len(data["pose"]) != clip.num_frames:
-            raise ValueError(
-                f"{path}: annotation has {len(data['pose'])} frames, clip {clip.path} has {clip.num_frames}"
-            )
-        return clip_annotation(data, list(indices))
+        return select_annotation(
+            load_annotation(path), clip.num_frames, indices, f"{path} (clip {clip.path})"
+        )
 
     def _read(self, clip: Clip, indices: Sequence[int]) -> torch.Tensor:
-        frames = read_frames(clip.path, indices)
-        check_aspect(frames, self.size, clip.path)
-        return to_float_frames(frames, self.size)  # T×3×H×W
+        return frames_to_tensor(read_frames(clip.path, indices), self.size, clip.path)  # T×3×H×W
 
 
 class VoxCelebTrainDataset(_SplitDataset):
@@ -433,7 +492,7 @@ class VoxCelebTrainDataset(_SplitDataset):
             clip = self.clips[idx % len(self.clips)]
         skipped: list[tuple[str, str]] = []
         while True:
-            indices = np.sort(rng.choice(clip.num_frames, size=2, replace=True)).tolist()
+            indices = train_pair_indices(clip.num_frames, rng)
             try:
                 frames = self._read(clip, indices)  # 2×3×H×W
                 break
@@ -450,18 +509,7 @@ class VoxCelebTrainDataset(_SplitDataset):
                 log.debug("skipping unreadable clip %s: %s", clip.name, err)
                 clip = candidates[rng.integers(len(candidates))]
         annotation = self._annotation(clip, indices) if self.has_annotations else None
-        if self.augmentation is not None:
-            frames, annotation = self.augmentation(frames, rng, annotation)
-        item: dict[str, Any] = {
-            "source": frames[0],
-            "driving": frames[1],
-            "name": clip.name,
-            SKIPPED_KEY: encode_skipped(skipped),
-        }
-        if annotation is not None:
-            item["source_annotation"] = _split_pair(annotation, 0)
-            item["driving_annotation"] = _split_pair(annotation, 1)
-        return item
+        return pair_item(frames, clip.name, annotation, self.augmentation, rng, skipped)
 
 
 class VoxCelebPairsDataset(_SplitDataset):
@@ -499,20 +547,15 @@ class VoxCelebPairsDataset(_SplitDataset):
     def pair(self, k: int) -> tuple[Clip, int, int]:
         """(clip, source index, driving index) of pair ``k``."""
         clip = self.clips[k % len(self.clips)]
-        n = clip.num_frames
-        return clip, 0, (k * 7919 + n // 2) % n
+        return clip, *val_pair_indices(k, clip.num_frames)
 
     def __getitem__(self, k: int) -> dict[str, Any]:
         if not 0 <= k < self.num_pairs:
             raise IndexError(f"pair {k} out of range [0, {self.num_pairs})")
         clip, src, drv = self.pair(k)
         frames = self._read(clip, [src, drv])
-        item: dict[str, Any] = {"source": frames[0], "driving": frames[1], "name": clip.name}
-        if self.has_annotations:
-            annotation = self._annotation(clip, [src, drv])
-            item["source_annotation"] = _split_pair(annotation, 0)
-            item["driving_annotation"] = _split_pair(annotation, 1)
-        return item
+        annotation = self._annotation(clip, [src, drv]) if self.has_annotations else None
+        return pair_item(frames, clip.name, annotation)
 
 
 class VoxCelebClipDataset(_SplitDataset):
@@ -553,7 +596,7 @@ class VoxCelebClipDataset(_SplitDataset):
         return len(self.clips)
 
     def frame_indices(self, clip: Clip) -> list[int]:
-        return list(range(0, clip.num_frames, self.frame_stride))[: self.max_frames]
+        return clip_frame_indices(clip.num_frames, self.frame_stride, self.max_frames)
 
     def __getitem__(self, idx: int) -> dict[str, Any]:
         clip = self.clips[idx]

@@ -6,6 +6,13 @@ with every video in it; rectify: every video). Outputs go to ``output_dir``; a r
 under ``output_dir/.fadm_inference/`` remembers the settings it was made with, so a re-run skips
 what is done with the same settings and redoes the rest. A failing job does not stop the others:
 it is listed in ``output_dir/inference_summary.json`` and the command exits non-zero.
+
+Several processes or machines share one batch with ``num_tasks=N task_index=I`` (docs/scaling.md):
+task I runs the jobs whose output name hashes to I (``data.partition.task_of``), writes its part
+of the summary to ``output_dir/.fadm_inference/tasks/``, and the task that finds all N parts of
+the run (the last to finish) writes ``inference_summary.json`` for the whole batch: the file one
+process writes. With ``num_tasks`` > 1 and no ``task_index``, the index is
+``SLURM_ARRAY_TASK_ID`` (``sbatch --array=0-<N-1>``).
 """
 
 from __future__ import annotations
@@ -19,10 +26,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from fadm_lightning.data.partition import TaskParts, digest, resolve_task, task_of, write_json
 from fadm_lightning.media.image import IMAGE_SUFFIXES
 
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".flv", ".gif")
 RECORD_DIR = ".fadm_inference"
+TASK_DIR = f"{RECORD_DIR}/tasks"  # one summary part per task
 SUMMARY_FILE = "inference_summary.json"
 
 
@@ -112,6 +121,21 @@ def rectify_jobs(spec: str | os.PathLike, output_dir: str | os.PathLike) -> list
     return jobs
 
 
+class BatchSettings(dict):
+    """The settings that make an output what it is (their key is in every skip record), plus,
+    outside them, which task of how many this process is: splitting a batch changes no output."""
+
+    def __init__(
+        self,
+        settings: dict[str, Any],
+        num_tasks: int | None = None,
+        task_index: int | None = None,
+    ) -> None:
+        super().__init__(settings)
+        self.num_tasks = num_tasks
+        self.task_index = task_index
+
+
 def settings_key(settings: dict[str, Any]) -> str:
     return hashlib.sha1(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
@@ -123,20 +147,36 @@ def run_jobs(
     settings: dict[str, Any],
     progress: bool = True,
     log: Callable[[str], None] = print,
+    num_tasks: int | None = None,
+    task_index: int | None = None,
 ) -> dict[str, Any]:
-    """Run every job not done yet with these settings; returns (and writes) the summary."""
+    """Run every job of this task not done yet with these settings; returns this task's summary
+    and writes the batch's ``inference_summary.json`` once every task has written its part.
+
+    ``num_tasks`` / ``task_index``: these, else those of a :class:`BatchSettings`, else one task
+    (:func:`~fadm_lightning.data.partition.resolve_task`).
+    """
     from tqdm.auto import tqdm
 
+    if num_tasks is None and task_index is None:
+        num_tasks = getattr(settings, "num_tasks", None)
+        task_index = getattr(settings, "task_index", None)
+    task_index, num_tasks, _ = resolve_task(num_tasks, task_index)
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     names = [job.name for job in jobs]
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:
         raise ValueError(f"several batch jobs write the same output file(s): {duplicates}")
+    parts = TaskParts(output_dir / TASK_DIR)
+    parts.clear(task_index, num_tasks)
+    mine = [job for job in jobs if task_of(job.name, num_tasks) == task_index]
+    if num_tasks > 1:
+        log(f"task {task_index} of {num_tasks}: {len(mine)} of the {len(jobs)} jobs")
     key = settings_key(settings)
     records = output_dir / RECORD_DIR
     results = []
-    for job in tqdm(jobs, desc="batch", unit="job", disable=not progress):
+    for job in tqdm(mine, desc="batch", unit="job", disable=not progress):
         record_path = records / f"{job.name}.json"
         entry: dict[str, Any] = {
             "output": str(job.output),
@@ -162,16 +202,42 @@ def run_jobs(
         results.append(
             {**entry, "status": "done", **{k: report[k] for k in ("frames",) if k in report}}
         )
-    summary = {
-        "jobs": len(jobs),
+
+    # this task's part; the task that completes the run writes the summary of every job
+    run = {
+        "settings": key,
+        "num_tasks": num_tasks,
+        "jobs": digest([job.name, *map(str, job.inputs.values())] for job in jobs),
+    }
+    parts.write(task_index, num_tasks, run, results)
+    found, missing = parts.status(run, num_tasks)
+    if not missing:
+        position = {job.name: i for i, job in enumerate(jobs)}  # the batch's order
+        every = sorted(
+            (r for part in found for r in part["results"]),
+            key=lambda r: position[Path(r["output"]).name],
+        )
+        write_json(output_dir / SUMMARY_FILE, _summary(len(jobs), every, settings))
+        if num_tasks > 1:
+            log(f"all {num_tasks} tasks done: {output_dir / SUMMARY_FILE}")
+    else:
+        waiting = ", ".join(map(str, missing[:20])) + (", …" if len(missing) > 20 else "")
+        log(
+            f"waiting for task_index {waiting}: the last task to finish writes "
+            f"{output_dir / SUMMARY_FILE}"
+        )
+    summary = _summary(len(mine), results, settings)
+    if num_tasks > 1:
+        summary["task"] = {"index": task_index, "count": num_tasks, "merged": not missing}
+    return summary
+
+
+def _summary(num_jobs: int, results: list[dict[str, Any]], settings: dict) -> dict[str, Any]:
+    return {
+        "jobs": num_jobs,
         "done": sum(r["status"] == "done" for r in results),
         "already_done": sum(r["status"] == "already_done" for r in results),
         "failed": sum(r["status"] == "failed" for r in results),
-        "settings": settings,
+        "settings": dict(settings),
         "results": results,
     }
-    target = output_dir / SUMMARY_FILE
-    tmp = target.with_name(f".{target.name}.tmp")
-    tmp.write_text(json.dumps(summary, indent=2, default=str) + "\n")
-    os.replace(tmp, target)
-    return summary

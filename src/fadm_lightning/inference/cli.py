@@ -14,6 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 from fadm_lightning.checkpoints import CheckpointError
 from fadm_lightning.faces.dlib_face import DlibNotInstalledError
 from fadm_lightning.faces.scan import NoFaceFoundError
+from fadm_lightning.inference.batch import BatchSettings
 from fadm_lightning.inference.model import InferenceError, Refiner, SamplerSettings, load_refiner
 from fadm_lightning.media.errors import VideoReadError
 from fadm_lightning.models.attributes.deca import CheckpointError as DECACheckpointError
@@ -37,7 +38,15 @@ EXPECTED_ERRORS = (
     DiffusionCheckpointError,
 )
 # settings that do not change an output (left out of the batch mode's settings key)
-NOT_SETTINGS = ("output", "batch", "output_dir", "progress", "device")
+NOT_SETTINGS = (
+    "output",
+    "batch",
+    "output_dir",
+    "progress",
+    "device",
+    "num_tasks",  # which jobs of a batch this process runs; never what one job writes
+    "task_index",
+)
 
 
 def refiner_from_config(cfg: DictConfig, need_coarse: bool) -> Refiner:
@@ -56,8 +65,9 @@ def sampler_from_config(cfg: DictConfig) -> SamplerSettings:
     return SamplerSettings(**OmegaConf.to_container(cfg.sampler, resolve=True))
 
 
-def batch_settings(cfg: DictConfig) -> dict[str, Any]:
-    """The settings that make an output what it is (the checkpoint file included)."""
+def batch_settings(cfg: DictConfig) -> BatchSettings:
+    """The settings that make an output what it is (the checkpoint file included), and the
+    batch's ``num_tasks`` / ``task_index`` (kept apart: they change no output)."""
     settings = {}
     for key in cfg:
         if key in NOT_SETTINGS or key in ("paths", "hydra"):
@@ -73,7 +83,7 @@ def batch_settings(cfg: DictConfig) -> dict[str, Any]:
         settings["ckpt_file"] = [
             [str(f.relative_to(root.parent)), f.stat().st_size, f.stat().st_mtime_ns] for f in files
         ]
-    return settings
+    return BatchSettings(settings, cfg.get("num_tasks"), cfg.get("task_index"))
 
 
 def unwrap(err: BaseException) -> BaseException:

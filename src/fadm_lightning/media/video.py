@@ -265,8 +265,10 @@ class VideoWriter:
         self.threads, self.gop = threads, gop
         self.num_frames = 0
         self.audio_note: str | None = None  # what happened to the audio (copied, re-encoded, …)
-        self._video_tmp = self.path.with_name(f".{self.path.name}.video.tmp.mp4")
-        self._final_tmp = self.path.with_name(f".{self.path.name}.tmp.mp4")
+        # per-process names: processes writing the same file at once (DDP ranks generating the
+        # synthetic data, array tasks) never share a temporary file; the last rename wins whole
+        self._video_tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.video.tmp.mp4")
+        self._final_tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp.mp4")
         self._container = None
         self._stream = None
         self._size: tuple[int, int] | None = None
@@ -369,7 +371,7 @@ def write_mp4(
 def write_png_folder(path: str | os.PathLike, frames: np.ndarray) -> None:
     """Write uint8 T×H×W×3 RGB frames as a folder of 7-digit numbered PNGs (atomically)."""
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     tmp.mkdir(parents=True, exist_ok=True)
     for i, frame in enumerate(frames):
         Image.fromarray(frame).save(tmp / PNG_NAME.format(i))
@@ -390,7 +392,7 @@ class PngFolderWriter:
         self.path = Path(path)
         self.overwrite = overwrite
         self.num_frames = 0
-        self._tmp = self.path.with_name(f".{self.path.name}.tmp")
+        self._tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
         self._size: tuple[int, ...] | None = None
 
     def __enter__(self) -> PngFolderWriter:

@@ -36,7 +36,7 @@ def save_annotation(path: str | os.PathLike, **arrays: np.ndarray) -> None:
     missing = [k for k in (*PER_FRAME_KEYS, "identity") if k not in arrays]
     if missing:
         raise ValueError(f"{path}: annotation lacks {missing}")
-    tmp = path.with_name(f".{path.name}.tmp.npz")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp.npz")  # per process (see VideoWriter)
     np.savez(tmp, **{k: np.asarray(v, dtype=np.float32) for k, v in arrays.items()})
     os.replace(tmp, path)
 
