@@ -10,7 +10,7 @@ PYTEST_ARGS ?=
 BENCH_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help venv demo test test-slow test-scaling test-all bench-train-step test-parity bench-quality bench-ablation bench-sampling bench-data bench-speed bench-gpu bench-distill lint format clean
+.PHONY: help venv demo test test-slow test-scaling test-app test-all bench-train-step test-parity bench-quality bench-ablation bench-sampling bench-data bench-speed bench-gpu bench-distill lint format clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-15s\033[0m %s\n", $$1, $$2}'
@@ -34,6 +34,9 @@ test-slow: venv ## only the slow tests (DDP, longer trainings)
 
 test-scaling: venv ## SLURM launcher, requeue/resume, two nodes on one machine, shards, N tasks (CPU)
 	$(PY) -m pytest tests/integration/test_slurm.py tests/integration/test_multinode.py tests/integration/test_shards.py tests/integration/test_distributed.py $(PYTEST_ARGS)
+
+test-app: venv ## the web app in a headless Chromium (apt-get install chromium chromium-driver; FADM_APP_SCREENSHOTS=dir keeps screenshots)
+	$(PY) -m pytest tests/integration/test_app.py -m slow -rs $(PYTEST_ARGS)
 
 test-all: venv ## every test
 	$(PY) -m pytest $(PYTEST_ARGS)

@@ -33,6 +33,7 @@ LAYERS = [
         "report",
         "export",
         "convert_release",
+        "app",  # the web app (Gradio)
     },
 ]
 # modules that belong to a layer under another name

@@ -130,11 +130,16 @@ def animate_video(
     options: AnimateOptions | None = None,
     finder: FaceFinder | None = None,
     log: Callable[[str], None] = print,
+    on_frames: Callable[[int, int | None], None] | None = None,
 ) -> dict[str, Any]:
     """Animate ``source`` (an image) with ``driving`` (a video), refine, write ``output`` (mp4).
 
     Returns a report: ``output``, ``frames``, ``fps``, ``audio``, ``best_frame``,
     ``side_by_side``, ``frames_without_face``, ``seconds``.
+
+    ``on_frames(done, total)``, when given, is called after each batch of frames is written
+    (``total``: the expected frame count, None when the header does not say; the web app's
+    progress bar).
     """
     began = time.perf_counter()
     sampler = sampler or SamplerSettings()
@@ -229,6 +234,8 @@ def animate_video(
                             np.concatenate([source_face, faces[i], coarse_u8[i], face], axis=1)
                         )
                 bar.update(len(faces))
+                if on_frames is not None:
+                    on_frames(writer.num_frames, frames_total)
         writer.close()
         if side:
             side.close()

@@ -74,11 +74,16 @@ def rectify_video(
     options: RectifyOptions | None = None,
     finder: FaceFinder | None = None,
     log: Callable[[str], None] = print,
+    on_frames: Callable[[int, int | None], None] | None = None,
 ) -> dict[str, Any]:
     """Refine every frame of ``video`` and write ``output`` (mp4).
 
     Returns a report: ``output``, ``frames``, ``fps``, ``audio``, ``side_by_side``,
     ``frames_without_face``, ``seconds``.
+
+    ``on_frames(done, total)``, when given, is called after each batch of frames is written
+    (``total``: the expected frame count, None when the header does not say; the web app's
+    progress bar).
     """
     began = time.perf_counter()
     sampler = sampler or SamplerSettings()
@@ -145,6 +150,8 @@ def rectify_video(
                     if side:
                         side.write(np.concatenate([face, result], axis=1))
                 bar.update(len(frames))
+                if on_frames is not None:
+                    on_frames(writer.num_frames, frames_total)
         writer.close()
         if side:
             side.close()

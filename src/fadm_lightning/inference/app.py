@@ -1,0 +1,729 @@
+"""The work of ``python -m fadm_lightning.app`` (its usage is that command's docstring): a Gradio
+page with two tabs, Animate (a portrait and a driving video) and Rectify (a video), over one
+refiner loaded at start, and two API endpoints, ``/animate`` and ``/rectify``, that return the
+path of the mp4 they made.
+
+Uploads and results live in one temporary folder (``Workspace``): Gradio's own file cache
+(``GRADIO_TEMP_DIR``) and one folder per job. A job that fails removes its folder and, for the
+API endpoints, the uploaded inputs; results older than ``keep_results_minutes`` are pruned, and
+the whole folder is removed when the app exits. Nothing is fetched from the internet: no
+analytics, no share link, no web fonts (the page uses the system's fonts), the frontend comes
+from the Gradio wheel.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import shutil
+import signal
+import tempfile
+import threading
+import time
+import traceback
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig
+
+from fadm_lightning.inference import cli
+from fadm_lightning.inference.animate import AnimateOptions, animate_video
+from fadm_lightning.inference.model import InferenceError, Refiner, SamplerSettings
+from fadm_lightning.inference.rectify import RectifyOptions, rectify_video
+from fadm_lightning.media.image import read_image
+from fadm_lightning.media.video import probe_video
+
+NAME = "app"
+REPO = Path(__file__).resolve().parents[3]
+#: the examples of ``examples=auto``: the shared fixture clip beside the repository
+FIXTURES = REPO.parent / "shared" / "fixtures" / "voxceleb_sample"
+#: the sampler presets of the page (None: the config's ``sampler.*``, i.e. the model's own)
+PRESETS: dict[str, dict[str, Any] | None] = {
+    "fast": None,
+    "balanced": {"steps": 25, "eta": 0.0, "strength": 1.0, "start_noise": True},
+    "quality": {
+        "steps": 100,
+        "eta": 1.0,
+        "strength": 1.0,
+        "clip_sample": False,
+        "start_noise": True,
+    },
+}
+PRESET_LABELS = {
+    "fast": "fast — the model's own sampler (a distilled student: 1 call)",
+    "balanced": "balanced — 25 DDIM steps",
+    "quality": "quality — the official sampler, 100 steps (slow)",
+}
+
+
+@dataclass
+class AppSettings:
+    """The page's defaults and limits (``conf/app.yaml``)."""
+
+    preset: str = "fast"
+    preview_frames: int = 64  # 0 = every frame
+    max_seconds: float = 60.0
+    max_frames_upload: int = 1800
+    keep_results_minutes: float = 60.0
+    examples: Path | None = None  # a folder with source.png and driving.mp4
+
+    def __post_init__(self) -> None:
+        if self.preset not in PRESETS:
+            raise InferenceError(f"preset must be one of {', '.join(PRESETS)}, got {self.preset!r}")
+        if self.preview_frames < 0:
+            raise InferenceError(f"preview_frames must be ≥ 0, got {self.preview_frames}")
+
+
+class Workspace:
+    """The app's temporary folder: ``gradio/`` (Gradio's cache: uploads and served results) and
+    ``jobs/<id>/`` (what each job writes)."""
+
+    def __init__(self, parent: str | os.PathLike | None = None) -> None:
+        if parent is not None:
+            Path(parent).mkdir(parents=True, exist_ok=True)
+        self.root = Path(tempfile.mkdtemp(prefix="fadm_app_", dir=parent)).resolve()
+        self.cache = self.root / "gradio"
+        self.jobs = self.root / "jobs"
+        self.cache.mkdir()
+        self.jobs.mkdir()
+        self._lock = threading.Lock()
+
+    def new_job(self) -> Path:
+        folder = self.jobs / f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:8]}"
+        folder.mkdir()
+        return folder
+
+    def prune(self, older_than_s: float) -> None:
+        """Remove job folders last changed more than ``older_than_s`` seconds ago."""
+        limit = time.time() - older_than_s
+        with self._lock:
+            for folder in self.jobs.iterdir():
+                try:
+                    if folder.stat().st_mtime < limit:
+                        shutil.rmtree(folder, ignore_errors=True)
+                except FileNotFoundError:
+                    pass
+
+    def forget_upload(self, path: str | os.PathLike | None) -> None:
+        """Remove an uploaded file of Gradio's cache (and its folder when it is left empty)."""
+        if not path:
+            return
+        path = Path(path).resolve()
+        if self.cache not in path.parents:
+            return  # not an upload of this app (e.g. an example file)
+        path.unlink(missing_ok=True)
+        folder = path.parent
+        while folder != self.cache and folder.is_dir() and not any(folder.iterdir()):
+            folder.rmdir()
+            folder = folder.parent
+
+    def files(self) -> list[Path]:
+        return sorted(p for p in self.root.rglob("*") if p.is_file())
+
+    def remove(self) -> None:
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+class JobError(Exception):
+    """An expected problem of one job, its message fit for the page."""
+
+
+def _display(message: str, names: dict[str, str]) -> str:
+    """The message with the temporary paths of uploads replaced by the names people gave them."""
+    for path, name in sorted(names.items(), key=lambda item: -len(item[0])):
+        message = message.replace(path, name)
+    return message
+
+
+class WebApp:
+    """The jobs of the page over one refiner (``coarse`` needed for Animate)."""
+
+    def __init__(
+        self,
+        refiner: Refiner,
+        sampler: SamplerSettings,
+        animate_options: AnimateOptions,
+        rectify_options: RectifyOptions,
+        settings: AppSettings,
+        workspace: Workspace,
+        log: Callable[[str], None] = print,
+    ) -> None:
+        self.refiner = refiner
+        self.sampler = sampler
+        self.animate_options = replace(animate_options, progress=False, side_by_side=True)
+        self.rectify_options = replace(rectify_options, progress=False, side_by_side=True)
+        self.settings = settings
+        self.workspace = workspace
+        self.log = log
+        self._lock = threading.Lock()  # one job at a time on the model (the queue does too)
+
+    # ------------------------------------------------------------------ checks
+    def sampler_for(self, preset: str | None) -> SamplerSettings:
+        preset = preset or self.settings.preset
+        if preset not in PRESETS:
+            raise JobError(f"unknown sampler preset {preset!r} (one of {', '.join(PRESETS)})")
+        changes = PRESETS[preset]
+        return replace(self.sampler, **changes) if changes else self.sampler
+
+    def check_video(self, path: Path, role: str) -> None:
+        """A readable video within the limits (``max_seconds``, ``max_frames_upload``)."""
+        info = probe_video(path)  # VideoReadError: not a video
+        frames = info.num_frames
+        seconds = frames / float(info.fps) if frames and info.fps else None
+        if seconds is not None and seconds > self.settings.max_seconds:
+            raise JobError(
+                f"{path}: the {role} is {seconds:.1f} s long; this app takes videos of up to "
+                f"{self.settings.max_seconds:g} s (max_seconds). Cut it first."
+            )
+        if frames is not None and frames > self.settings.max_frames_upload:
+            raise JobError(
+                f"{path}: the {role} has {frames} frames; this app takes up to "
+                f"{self.settings.max_frames_upload} (max_frames_upload). Cut it first."
+            )
+
+    @staticmethod
+    def _max_frames(value: Any) -> int | None:
+        if value is None or value == "":
+            return None
+        value = int(value)
+        return value if value > 0 else None
+
+    # ------------------------------------------------------------------ jobs
+    def _run(
+        self,
+        work: Callable[[Path], dict[str, Any]],
+        uploads: dict[str, str | None],
+        forget_uploads: bool,
+    ) -> dict[str, Any]:
+        """Run ``work(job folder)``; on any error remove the folder (and, for the API, the
+        uploads) and raise :class:`JobError` with a one-line message naming the files as
+        uploaded."""
+        names = {str(Path(p)): Path(p).name for p in uploads.values() if p}
+        names.update({str(Path(p).resolve()): Path(p).name for p in uploads.values() if p})
+        missing = [role for role, path in uploads.items() if not path]
+        job = None
+        try:
+            if missing:
+                raise JobError(f"give the {' and the '.join(missing)}")
+            with self._lock:
+                self.workspace.prune(self.settings.keep_results_minutes * 60)
+                job = self.workspace.new_job()
+                return work(job)
+        except BaseException as err:
+            if job is not None:
+                shutil.rmtree(job, ignore_errors=True)
+            if isinstance(err, JobError):
+                raise JobError(_display(str(err), names)) from err
+            inner = cli.unwrap(err)
+            if isinstance(inner, cli.EXPECTED_ERRORS):
+                raise JobError(_display(str(inner), names)) from err
+            if isinstance(err, Exception):
+                self.log("".join(traceback.format_exception(err)))
+                raise JobError(
+                    _display(f"the job failed: {type(err).__name__}: {err}", names)
+                ) from err
+            raise
+        finally:
+            if forget_uploads:  # the API's inputs are not shown anywhere: done with them
+                for path in uploads.values():
+                    self.workspace.forget_upload(path)
+
+    def animate(
+        self,
+        portrait: str | None,
+        driving: str | None,
+        preset: str | None = None,
+        mode: str = "relative",
+        paste_back: bool = False,
+        audio: bool = True,
+        max_frames: int | None = None,
+        on_frames: Callable[[int, int | None], None] | None = None,
+        forget_uploads: bool = False,
+    ) -> dict[str, Any]:
+        """Animate ``portrait`` with ``driving``: the report of
+        :func:`~fadm_lightning.inference.animate.animate_video` (``output``, ``side_by_side``)."""
+
+        def work(job: Path) -> dict[str, Any]:
+            source, video = Path(portrait), Path(driving)
+            if mode not in ("relative", "absolute"):
+                raise JobError(f"motion must be relative or absolute, got {mode!r}")
+            read_image(source)  # ImageReadError naming the file: not an image
+            self.check_video(video, "driving video")
+            options = replace(
+                self.animate_options,
+                mode=mode,
+                paste_back=bool(paste_back),
+                audio=bool(audio),
+                max_frames=self._max_frames(max_frames),
+            )
+            output = job / f"{source.stem}__{video.stem}.mp4"
+            return animate_video(
+                self.refiner,
+                source,
+                video,
+                output,
+                self.sampler_for(preset),
+                options,
+                log=self.log,
+                on_frames=on_frames,
+            )
+
+        uploads = {"portrait": portrait, "driving video": driving}
+        return self._run(work, uploads, forget_uploads)
+
+    def rectify(
+        self,
+        video: str | None,
+        preset: str | None = None,
+        paste_back: bool = False,
+        audio: bool = True,
+        max_frames: int | None = None,
+        on_frames: Callable[[int, int | None], None] | None = None,
+        forget_uploads: bool = False,
+    ) -> dict[str, Any]:
+        """Refine every frame of ``video``: the report of
+        :func:`~fadm_lightning.inference.rectify.rectify_video`."""
+
+        def work(job: Path) -> dict[str, Any]:
+            path = Path(video)
+            self.check_video(path, "video")
+            options = replace(
+                self.rectify_options,
+                paste_back=bool(paste_back),
+                audio=bool(audio),
+                max_frames=self._max_frames(max_frames),
+            )
+            output = job / f"{path.stem}_rectified.mp4"
+            return rectify_video(
+                self.refiner,
+                path,
+                output,
+                self.sampler_for(preset),
+                options,
+                log=self.log,
+                on_frames=on_frames,
+            )
+
+        return self._run(work, {"video": video}, forget_uploads)
+
+
+def summary(report: dict[str, Any]) -> str:
+    line = (
+        f"{report['frames']} frames at {report['fps']:g} fps in {report['seconds']} s "
+        f"({report['sampler']}); audio: {report['audio']}"
+    )
+    if report.get("best_frame") is not None:
+        line += f"; reference driving frame {report['best_frame']}"
+    if report.get("frames_without_face"):
+        line += f"; {report['frames_without_face']} frame(s) without a detectable face"
+    return line
+
+
+# ---------------------------------------------------------------------------------- the page
+def _path_only(component: Any) -> Any:
+    """``component`` (a ``gr.File``) passing the uploaded file's path and nothing else: its own
+    preprocessing leaves an empty temporary file in the cache for every upload. Replaced on the
+    instance: a subclass of a Gradio component makes Gradio write a ``.pyi`` beside this module."""
+
+    def preprocess(payload: Any) -> str | None:
+        return None if payload is None else str(payload.path)
+
+    component.preprocess = preprocess
+    return component
+
+
+def page_theme():
+    """Gradio's default theme with the system's fonts: the page loads no web fonts."""
+    import gradio as gr
+
+    return gr.themes.Default(
+        font=["ui-sans-serif", "system-ui", "sans-serif"],
+        font_mono=["ui-monospace", "Consolas", "monospace"],
+    )
+
+
+def build_demo(web: WebApp, title: str = "FADM — animate a portrait, rectify a video"):
+    """The Gradio Blocks of the page and the API (``/animate``, ``/rectify``)."""
+    import gradio as gr
+
+    settings = web.settings
+    preset_choices = [(PRESET_LABELS[k], k) for k in PRESETS]
+
+    progress_bar = gr.Progress()  # Gradio gives each call its own, through this default
+
+    def progress_hook(progress: Any) -> Callable[[int, int | None], None]:
+        def on_frames(done: int, total: int | None) -> None:
+            progress((done, total), desc="refining frames", unit="frames")
+
+        return on_frames
+
+    def fail(err: JobError) -> gr.Error:
+        return gr.Error(str(err), print_exception=False)
+
+    def ui_animate(
+        portrait, driving, preset, mode, paste_back, audio, max_frames, progress=progress_bar
+    ):
+        progress(0, desc="finding the faces")
+        try:
+            report = web.animate(
+                portrait,
+                driving,
+                preset,
+                mode,
+                paste_back,
+                audio,
+                max_frames,
+                on_frames=progress_hook(progress),
+            )
+        except JobError as err:
+            raise fail(err) from None
+        files = [report["output"], report["side_by_side"]]
+        return report["output"], report["side_by_side"], files, summary(report)
+
+    def ui_rectify(video, preset, paste_back, audio, max_frames, progress=progress_bar):
+        progress(0, desc="finding the face")
+        try:
+            report = web.rectify(
+                video, preset, paste_back, audio, max_frames, on_frames=progress_hook(progress)
+            )
+        except JobError as err:
+            raise fail(err) from None
+        files = [report["output"], report["side_by_side"]]
+        return report["output"], report["side_by_side"], files, summary(report)
+
+    def api_animate(
+        portrait,
+        driving,
+        preset=settings.preset,
+        mode="relative",
+        paste_back=False,
+        audio=True,
+        max_frames=settings.preview_frames,
+        progress=progress_bar,
+    ):
+        """Animate a portrait (an image file) with a driving video (a video file); returns the
+        path of the animated mp4 (the refined face crops, or the portrait with the face pasted
+        back)."""
+        try:
+            report = web.animate(
+                portrait,
+                driving,
+                preset,
+                mode,
+                paste_back,
+                audio,
+                max_frames,
+                on_frames=progress_hook(progress),
+                forget_uploads=True,
+            )
+        except JobError as err:
+            raise fail(err) from None
+        return report["output"]
+
+    def api_rectify(
+        video,
+        preset=settings.preset,
+        paste_back=False,
+        audio=True,
+        max_frames=settings.preview_frames,
+        progress=progress_bar,
+    ):
+        """Refine every frame of a talking-head video; returns the path of the rectified mp4."""
+        try:
+            report = web.rectify(
+                video,
+                preset,
+                paste_back,
+                audio,
+                max_frames,
+                on_frames=progress_hook(progress),
+                forget_uploads=True,
+            )
+        except JobError as err:
+            raise fail(err) from None
+        return report["output"]
+
+    limits = (
+        f"Videos of up to {settings.max_seconds:g} s and {settings.max_frames_upload} frames. "
+        "A face is needed in the portrait and in the video. Jobs run one at a time."
+    )
+    max_slider = max(settings.max_frames_upload, settings.preview_frames)
+    cache_minutes = max(settings.keep_results_minutes, 1.0)
+    delete_cache = (int(min(cache_minutes * 60, 600)), int(cache_minutes * 60))
+    with gr.Blocks(title=title, analytics_enabled=False, delete_cache=delete_cache) as demo:
+        gr.Markdown(
+            f"## {title}\nFADM refines the frames of a coarse animator with an attribute-guided "
+            f"diffusion model ({web.refiner.name}). {limits}"
+        )
+        with gr.Tab("Animate", id="animate"):
+            with gr.Row():
+                with gr.Column():
+                    portrait = gr.Image(
+                        label="Portrait",
+                        type="filepath",
+                        image_mode=None,
+                        sources=["upload"],
+                        elem_id="portrait",
+                    )
+                    driving = gr.Video(label="Driving video", sources=["upload"], elem_id="driving")
+                    with gr.Accordion("Options", open=True):
+                        a_preset = gr.Radio(preset_choices, value=settings.preset, label="Sampler")
+                        a_mode = gr.Radio(
+                            [
+                                ("relative (FOMM: the driving face's motion)", "relative"),
+                                ("absolute (the driving face's keypoints)", "absolute"),
+                            ],
+                            value="relative",
+                            label="Motion",
+                        )
+                        a_paste = gr.Checkbox(False, label="Paste back into the portrait")
+                        a_audio = gr.Checkbox(True, label="Keep the driving video's audio")
+                        a_frames = gr.Slider(
+                            0,
+                            max_slider,
+                            value=settings.preview_frames,
+                            step=1,
+                            label="Maximum frames (a preview; 0 = all)",
+                        )
+                    a_button = gr.Button("Animate", variant="primary", elem_id="animate-button")
+                with gr.Column():
+                    a_video = gr.Video(label="Animated", interactive=False, elem_id="animated")
+                    a_side = gr.Video(
+                        label="Side by side: source | driving | coarse | refined",
+                        interactive=False,
+                        elem_id="animated-side",
+                    )
+                    a_files = gr.File(label="Download", file_count="multiple", interactive=False)
+                    a_status = gr.Markdown(elem_id="animate-status")
+            if settings.examples is not None:
+                gr.Examples(
+                    [
+                        [
+                            str(settings.examples / "source.png"),
+                            str(settings.examples / "driving.mp4"),
+                        ]
+                    ],
+                    inputs=[portrait, driving],
+                    label="Example (a VoxCeleb clip)",
+                )
+        with gr.Tab("Rectify", id="rectify"):
+            with gr.Row():
+                with gr.Column():
+                    video = gr.Video(
+                        label="Video to rectify (made by any animator)",
+                        sources=["upload"],
+                        elem_id="rectify-input",
+                    )
+                    with gr.Accordion("Options", open=True):
+                        r_preset = gr.Radio(preset_choices, value=settings.preset, label="Sampler")
+                        r_paste = gr.Checkbox(False, label="Paste back into the frames")
+                        r_audio = gr.Checkbox(True, label="Keep the audio")
+                        r_frames = gr.Slider(
+                            0,
+                            max_slider,
+                            value=settings.preview_frames,
+                            step=1,
+                            label="Maximum frames (a preview; 0 = all)",
+                        )
+                    r_button = gr.Button("Rectify", variant="primary", elem_id="rectify-button")
+                with gr.Column():
+                    r_video = gr.Video(label="Rectified", interactive=False, elem_id="rectified")
+                    r_side = gr.Video(label="Side by side: input | refined", interactive=False)
+                    r_files = gr.File(label="Download", file_count="multiple", interactive=False)
+                    r_status = gr.Markdown()
+            if settings.examples is not None:
+                gr.Examples(
+                    [[str(settings.examples / "driving.mp4")]], inputs=[video], label="Example"
+                )
+
+        # the API: files in, the path of the mp4 out (the page's buttons are not part of it)
+        with gr.Row(visible=False):
+            api_portrait = _path_only(gr.File(label="portrait"))
+            api_driving = _path_only(gr.File(label="driving video"))
+            api_video = _path_only(gr.File(label="video"))
+            api_out = gr.File(label="mp4")
+            api_animate_button = gr.Button("api animate")
+            api_rectify_button = gr.Button("api rectify")
+
+        a_button.click(
+            ui_animate,
+            [portrait, driving, a_preset, a_mode, a_paste, a_audio, a_frames],
+            [a_video, a_side, a_files, a_status],
+            api_visibility="private",
+        )
+        r_button.click(
+            ui_rectify,
+            [video, r_preset, r_paste, r_audio, r_frames],
+            [r_video, r_side, r_files, r_status],
+            api_visibility="private",
+        )
+        api_animate_button.click(
+            api_animate,
+            [api_portrait, api_driving, a_preset, a_mode, a_paste, a_audio, a_frames],
+            api_out,
+            api_name="animate",
+        )
+        api_rectify_button.click(
+            api_rectify,
+            [api_video, r_preset, r_paste, r_audio, r_frames],
+            api_out,
+            api_name="rectify",
+        )
+    demo.queue(default_concurrency_limit=1)
+    return demo
+
+
+# ---------------------------------------------------------------------------------- the command
+def settings_from_config(cfg: DictConfig) -> AppSettings:
+    examples = cfg.get("examples")
+    if examples == "auto":
+        folder = FIXTURES if (FIXTURES / "source.png").is_file() else None
+    elif examples:
+        folder = Path(str(examples))
+        if not (folder / "source.png").is_file() or not (folder / "driving.mp4").is_file():
+            raise InferenceError(f"examples={folder}: needs source.png and driving.mp4 in it")
+    else:
+        folder = None
+    return AppSettings(
+        preset=str(cfg.preset),
+        preview_frames=int(cfg.preview_frames or 0),
+        max_seconds=float(cfg.max_seconds),
+        max_frames_upload=int(cfg.max_frames_upload),
+        keep_results_minutes=float(cfg.keep_results_minutes),
+        examples=folder.resolve() if folder else None,
+    )
+
+
+def _animate_options(cfg: DictConfig) -> AnimateOptions:
+    crop = cfg.crop
+    return AnimateOptions(
+        adapt_scale=bool(cfg.adapt_scale),
+        best_frame=cfg.best_frame,
+        attributes_from=cfg.get("attributes_from"),
+        source_crop=str(crop.source),
+        driving_crop=str(crop.driving),
+        increase=float(crop.increase),
+        image_increase=float(crop.image_increase),
+        detector_max_side=int(crop.detector_max_side),
+        feather=float(cfg.feather),
+        crf=int(cfg.crf),
+        progress=False,
+    )
+
+
+def _rectify_options(cfg: DictConfig) -> RectifyOptions:
+    crop = cfg.crop
+    return RectifyOptions(
+        video_crop=str(crop.video),
+        increase=float(crop.increase),
+        image_increase=float(crop.image_increase),
+        detector_max_side=int(crop.detector_max_side),
+        feather=float(cfg.feather),
+        crf=int(cfg.crf),
+        progress=False,
+    )
+
+
+@dataclass
+class Server:
+    """A running app: the Gradio Blocks, its URL, the workspace; :meth:`close` stops it and
+    removes the workspace."""
+
+    demo: Any
+    url: str
+    web: WebApp
+    workspace: Workspace
+    _previous_temp: str | None = None
+
+    def close(self) -> None:
+        try:
+            self.demo.close()
+        finally:
+            self.workspace.remove()
+            if self._previous_temp is None:
+                os.environ.pop("GRADIO_TEMP_DIR", None)
+            else:
+                os.environ["GRADIO_TEMP_DIR"] = self._previous_temp
+
+
+def start(
+    cfg: DictConfig,
+    refiner: Refiner | None = None,
+    block: bool = False,
+    log: Callable[[str], None] | None = None,
+) -> Server:
+    """Load the model (unless given), build the page and start the server. ``block``: serve
+    until interrupted, then clean up (the command)."""
+    log = log or cli.log_to_stderr(NAME)
+    settings = settings_from_config(cfg)
+    sampler = cli.sampler_from_config(cfg)
+    animate_options, rectify_options = _animate_options(cfg), _rectify_options(cfg)
+    if refiner is None:
+        refiner = cli.refiner_from_config(cfg, need_coarse=True)
+    temp_parent = cfg.get("temp_dir")
+    workspace = Workspace(temp_parent)
+    atexit.register(workspace.remove)
+    previous = os.environ.get("GRADIO_TEMP_DIR")
+    os.environ["GRADIO_TEMP_DIR"] = str(workspace.cache)  # uploads and served files go there
+    os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
+    web = WebApp(refiner, sampler, animate_options, rectify_options, settings, workspace, log)
+    try:
+        demo = build_demo(web)
+        allowed = [str(workspace.root)]
+        if settings.examples is not None:
+            allowed.append(str(settings.examples))
+        max_mb = cfg.get("max_upload_mb")
+        _, url, _ = demo.launch(
+            server_name=str(cfg.server_name),
+            server_port=int(cfg.server_port) if cfg.get("server_port") else None,
+            share=False,
+            inbrowser=bool(cfg.get("open_browser", False)),
+            prevent_thread_lock=True,
+            show_error=True,
+            quiet=True,
+            allowed_paths=allowed,
+            max_file_size=f"{int(max_mb)}mb" if max_mb else None,
+            ssr_mode=False,
+            mcp_server=False,
+            theme=page_theme(),
+        )
+    except BaseException:
+        workspace.remove()
+        raise
+    server = Server(demo, url, web, workspace, previous)
+    log(f"serving {url} ({refiner.name}); temporary folder {workspace.root}; Ctrl-C stops it")
+    if block:
+        try:
+            while True:
+                time.sleep(1)
+        except KeyboardInterrupt:
+            log("stopping")
+        finally:
+            server.close()
+    return server
+
+
+def run(cfg: DictConfig) -> int:
+    """The command: serve until Ctrl-C; returns the exit status."""
+    port = cfg.get("server_port")
+    if port is not None and not 0 < int(port) < 65536:
+        raise InferenceError(f"server_port must be a port number, got {port}")
+    # Ctrl-C and `kill` stop the server and remove the temporary folder (SIGINT too is set:
+    # a process started in the background by a shell inherits it ignored)
+    previous = {sig: signal.signal(sig, _interrupt) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        start(cfg, block=True)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    return 0
+
+
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
+__all__ = ["AppSettings", "JobError", "Server", "WebApp", "Workspace", "build_demo", "run", "start"]
