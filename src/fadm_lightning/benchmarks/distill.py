@@ -56,8 +56,7 @@ def resolve_checkpoint(path: str) -> str:
 
 def own_setting(ckpt: str) -> tuple[int, float, float, bool, bool]:
     """The validation sampler stored with a checkpoint, as a benchmark setting."""
-    from fadm_lightning.checkpoints import read_run_config
-    from fadm_lightning.inference.model import validation_sampler
+    from fadm_lightning.checkpoints import read_run_config, validation_sampler
 
     s = validation_sampler(read_run_config(ckpt)["model"])
     return s["steps"], s["eta"], s["strength"], s["clip_sample"], s["start_noise"]

@@ -253,12 +253,8 @@ def parse_setting(text: str) -> tuple[int, float, float]:
 
 def _frames_for_fidelity(ckpt: str, video: Path | None, frames: int, device: torch.device):
     """(pipe, coarse B×3×S×S, attr_diff B×D, description, validation sampler) for a checkpoint."""
-    from fadm_lightning.inference.model import (
-        InferenceError,
-        load_refiner,
-        to_tensor,
-        validation_sampler,
-    )
+    from fadm_lightning.checkpoints import validation_sampler
+    from fadm_lightning.inference.model import InferenceError, load_refiner, to_tensor
 
     try:
         refiner = load_refiner(ckpt, need_coarse=False, device=device)

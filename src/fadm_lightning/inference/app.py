@@ -27,9 +27,9 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
-from fadm_lightning.inference import cli
+from fadm_lightning.inference import animate, cli, rectify
 from fadm_lightning.inference.animate import AnimateOptions, animate_video
 from fadm_lightning.inference.model import InferenceError, Refiner, SamplerSettings
 from fadm_lightning.inference.rectify import RectifyOptions, rectify_video
@@ -597,34 +597,24 @@ def settings_from_config(cfg: DictConfig) -> AppSettings:
     )
 
 
-def _animate_options(cfg: DictConfig) -> AnimateOptions:
-    crop = cfg.crop
-    return AnimateOptions(
-        adapt_scale=bool(cfg.adapt_scale),
-        best_frame=cfg.best_frame,
-        attributes_from=cfg.get("attributes_from"),
-        source_crop=str(crop.source),
-        driving_crop=str(crop.driving),
-        increase=float(crop.increase),
-        image_increase=float(crop.image_increase),
-        detector_max_side=int(crop.detector_max_side),
-        feather=float(cfg.feather),
-        crf=int(cfg.crf),
-        progress=False,
-    )
+# what each job sets from the page (its controls), on top of the config's other options
+PAGE_SET = {
+    "mode": "relative",
+    "paste_back": False,
+    "side_by_side": True,
+    "audio": True,
+    "max_frames": None,
+    "progress": False,
+    "source_frame": 0,
+    "source": None,
+}
 
 
-def _rectify_options(cfg: DictConfig) -> RectifyOptions:
-    crop = cfg.crop
-    return RectifyOptions(
-        video_crop=str(crop.video),
-        increase=float(crop.increase),
-        image_increase=float(crop.image_increase),
-        detector_max_side=int(crop.detector_max_side),
-        feather=float(cfg.feather),
-        crf=int(cfg.crf),
-        progress=False,
-    )
+def _job_options(cfg: DictConfig) -> tuple[AnimateOptions, RectifyOptions]:
+    """The commands' own options of ``cfg`` (``options_from_config`` of animate and rectify),
+    with the values the page sets per job filled in."""
+    job = OmegaConf.create({**OmegaConf.to_container(cfg), **PAGE_SET})
+    return animate.options_from_config(job), rectify.options_from_config(job)
 
 
 @dataclass
@@ -660,7 +650,7 @@ def start(
     log = log or cli.log_to_stderr(NAME)
     settings = settings_from_config(cfg)
     sampler = cli.sampler_from_config(cfg)
-    animate_options, rectify_options = _animate_options(cfg), _rectify_options(cfg)
+    animate_options, rectify_options = _job_options(cfg)
     if refiner is None:
         refiner = cli.refiner_from_config(cfg, need_coarse=True)
     temp_parent = cfg.get("temp_dir")

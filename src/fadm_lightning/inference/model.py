@@ -29,7 +29,6 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from fadm_lightning.checkpoints import MOVED_TARGETS, load_pipeline
-from fadm_lightning.checkpoints import validation_sampler as validation_sampler  # re-exported
 from fadm_lightning.pipeline import OFFICIAL_SAMPLER, FADMPipeline
 
 NO_MODEL_MESSAGE = (
