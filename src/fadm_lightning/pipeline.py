@@ -19,7 +19,7 @@ A pipeline saves to and loads from a folder the diffusers way (:meth:`FADMPipeli
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -36,6 +36,10 @@ Annotation = Mapping[str, torch.Tensor] | None
 
 PREDICTION_TYPES = ("epsilon", "sample", "v_prediction")
 TARGETS = ("image", "residual")
+#: full-resolution images that ``guide_inputs`` may add to the denoiser's input (3 channels each):
+#: "deformed" is the source warped by the coarse generator's motion, before its decoder (FOMM's
+#: output of that name); "source" is the source portrait itself
+GUIDE_INPUTS = ("deformed", "source")
 
 #: the official sampler (REFERENCE_SPEC §4.6): every training timestep, DDIM η = 1, from pure
 #: noise, x̂_0 not clipped (the default sampler of the official release)
@@ -168,6 +172,10 @@ class FADMPipeline:
         target: "image" (paper: the chain diffuses the frame x) or "residual" (it diffuses
             r = x − g and returns g + r̂, so a refiner whose r̂ is 0 returns the coarse frame).
         coarse_input: the denoiser also sees g at full resolution: its input is cat(x_t, c, g).
+        guide_inputs: more full-resolution images for the denoiser, appended to its input in this
+            order (names in :data:`GUIDE_INPUTS`; not in the paper, a switch of this project:
+            ``"deformed"`` gives it the sharp source warped by the coarse generator's motion,
+            which a learned animator's decoder blurs; docs/real_faces.md).
 
     What a loader knows about the model, kept for :meth:`save_pretrained` and the inference
     commands (keyword-only, all optional):
@@ -191,6 +199,7 @@ class FADMPipeline:
         attributes_from: str = "driving",
         target: str = "image",
         coarse_input: bool = False,
+        guide_inputs: Sequence[str] = (),
         *,
         image_size: int | None = None,
         default_sampler: Mapping[str, Any] | None = None,
@@ -212,6 +221,10 @@ class FADMPipeline:
         self.coarse, self.attributes = coarse, attributes
         self.attributes_from = attributes_from
         self.target, self.coarse_input = target, coarse_input
+        unknown = [name for name in guide_inputs if name not in GUIDE_INPUTS]
+        if unknown:
+            raise ValueError(f"guide_inputs must be among {GUIDE_INPUTS}, got {unknown}")
+        self.guide_inputs = tuple(guide_inputs)
         self.image_size = image_size
         self.default_sampler = None if default_sampler is None else dict(default_sampler)
         self.part_configs = {k: dict(v) for k, v in (part_configs or {}).items()}
@@ -388,11 +401,73 @@ class FADMPipeline:
     def prediction_type(self) -> str:
         return self.scheduler.config.prediction_type
 
+    @property
+    def guide_channels(self) -> int:
+        """Channels that ``guide_inputs`` add to the denoiser's input."""
+        return 3 * len(self.guide_inputs)
+
     def denoiser_input(
-        self, x_t: torch.Tensor, condition: torch.Tensor, coarse: torch.Tensor
+        self,
+        x_t: torch.Tensor,
+        condition: torch.Tensor,
+        coarse: torch.Tensor,
+        guide: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """cat(x_t, c) as in the paper, or cat(x_t, c, g) with ``coarse_input``."""
+        """cat(x_t, c) as in the paper, cat(x_t, c, g) with ``coarse_input``, then the
+        ``guide_inputs`` images (``guide``, from :meth:`guide`)."""
         parts = [x_t, condition, coarse] if self.coarse_input else [x_t, condition]
+        if self.guide_inputs:
+            if guide is None:
+                raise ValueError(
+                    f"this model's denoiser also takes {list(self.guide_inputs)} (guide_inputs): "
+                    "pass guide= (FADMPipeline.prepare(..., with_guide=True) gives it)"
+                )
+            parts.append(guide.to(x_t.dtype))
+        return torch.cat(parts, dim=1)
+
+    def guide(
+        self,
+        source: torch.Tensor,
+        coarse_output: Mapping[str, torch.Tensor] | None = None,
+        driving: torch.Tensor | None = None,
+    ) -> torch.Tensor | None:
+        """The ``guide_inputs`` images of B frames, B×(3·n)×H×W (None when there are none).
+
+        ``coarse_output`` is the coarse generator's output dict for (``source``, ``driving``);
+        without it the generator is run here (rectify: the video frame is g, and the guide is
+        the source animated to it).
+        """
+        if not self.guide_inputs:
+            return None
+        if coarse_output is None and "deformed" in self.guide_inputs:
+            if driving is None or self.coarse is None:
+                raise ValueError("guide: needs the coarse generator's output or driving frames")
+            coarse_output = self.coarse(_expand(source, driving.shape[0]), driving)
+        parts = []
+        for name in self.guide_inputs:
+            if name == "source":
+                image = source
+            elif name not in coarse_output:
+                raise ValueError(
+                    f"guide_inputs asks for {name!r}, which {type(self.coarse).__name__} does not "
+                    f"output (it gives {sorted(coarse_output)})"
+                )
+            else:
+                image = coarse_output[name]
+            parts.append(image.clamp(0, 1))
+        size = parts[0].shape[-2:] if driving is None else driving.shape[-2:]
+        batch = max(p.shape[0] for p in parts)
+        parts = [
+            _expand(
+                p
+                if p.shape[-2:] == size
+                else torch.nn.functional.interpolate(
+                    p, size=tuple(size), mode="bilinear", align_corners=False, antialias=True
+                ),
+                batch,
+            )
+            for p in parts
+        ]
         return torch.cat(parts, dim=1)
 
     def clean_sample(self, frame: torch.Tensor, coarse: torch.Tensor) -> torch.Tensor:
@@ -411,11 +486,14 @@ class FADMPipeline:
         source_annotation: Annotation = None,
         driving_annotation: Annotation = None,
         attributes_from: str | None = None,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+        with_guide: bool = False,
+    ):
         """Coarse frame g and attribute difference attr_s − attr_d (eq. 9) for B frames.
 
         ``source`` may be 1×3×H×W (one portrait for all driving frames) or B×3×H×W.
         ``attributes_from`` overrides the pipeline's choice (training always uses "driving").
+        ``with_guide``: also return the ``guide_inputs`` images (:meth:`guide`; None when the
+        model has none) as a third element.
         """
         if self.coarse is None or self.attributes is None:
             raise RuntimeError(
@@ -424,17 +502,21 @@ class FADMPipeline:
         batch = driving.shape[0]
         source = _expand(source, batch)
         source_annotation = _expand_annotation(source_annotation, batch)
-        coarse = self.coarse(
+        coarse_output = self.coarse(
             source,
             driving,
             source_annotation=source_annotation,
             driving_annotation=driving_annotation,
-        )["prediction"]
+        )
+        coarse = coarse_output["prediction"]
         attr_s = self.attributes(source, annotation=source_annotation)
         if (attributes_from or self.attributes_from) == "driving":
             attr_d = self.attributes(driving, annotation=driving_annotation)
         else:
             attr_d = self.attributes(coarse)
+        if with_guide:
+            guide = self.guide(source, coarse_output, driving)
+            return coarse.clamp(0, 1), attr_s - attr_d, guide
         return coarse.clamp(0, 1), attr_s - attr_d
 
     def _noise(
@@ -462,6 +544,7 @@ class FADMPipeline:
         clip_sample: bool = False,
         start_noise: bool = True,
         progress: bool = False,
+        guide: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Refine coarse frames with the DDIM loop.
 
@@ -484,6 +567,7 @@ class FADMPipeline:
                 then a deterministic function of (g, attributes), as a distilled student samples
                 (:mod:`fadm_lightning.distill`).
             progress: show a progress bar over the steps.
+            guide: the ``guide_inputs`` images (:meth:`guide`), required when the model has any.
         Returns:
             x̂_0, B×3×H×W clamped to [0, 1].
         """
@@ -520,7 +604,7 @@ class FADMPipeline:
             x = noise[0]
         features = self.agcn.encode(coarse)  # t-independent part, once per frame
         for i, t in enumerate(tqdm(timesteps, desc="denoising", disable=not progress, leave=False)):
-            output = self.denoise(x, t, features, attr_diff, coarse)
+            output = self.denoise(x, t, features, attr_diff, coarse, guide)
             if clip_sample:  # DDIM with x̂_0 clamped to the data range (and the matching output)
                 output = self.clip_output(scheduler, output, x, t, offset)
             x = scheduler.step(output, t, x, eta=eta, variance_noise=noise[i + 1]).prev_sample
@@ -533,11 +617,12 @@ class FADMPipeline:
         features,
         attr_diff: torch.Tensor,
         coarse: torch.Tensor,
+        guide: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """One denoiser call: the AGCN condition at t (``features`` from ``agcn.encode(g)``) and
         the UNet's output (ε̂, x̂_0 or v̂, as the scheduler's ``prediction_type`` says)."""
         condition = self.agcn.condition(features, attr_diff, t)
-        return self.unet(self.denoiser_input(x_t, condition, coarse), t).sample
+        return self.unet(self.denoiser_input(x_t, condition, coarse, guide), t).sample
 
     def clip_output(
         self,
@@ -564,6 +649,8 @@ class FADMPipeline:
         **sample_kwargs,
     ) -> PipelineOutput:
         """Animate ``source`` with ``driving`` (B frames) and refine: coarse, then FADM."""
-        coarse, attr_diff = self.prepare(source, driving, source_annotation, driving_annotation)
-        refined = self.sample(coarse, attr_diff, **sample_kwargs)
+        coarse, attr_diff, guide = self.prepare(
+            source, driving, source_annotation, driving_annotation, with_guide=True
+        )
+        refined = self.sample(coarse, attr_diff, guide=guide, **sample_kwargs)
         return PipelineOutput(coarse=coarse, refined=refined, attr_diff=attr_diff)

@@ -297,6 +297,7 @@ def _write_parts(pipe: FADMPipeline, folder: Path) -> dict[str, Any]:
         attributes_from=pipe.attributes_from,
         target=pipe.target,
         coarse_input=pipe.coarse_input,
+        guide_inputs=list(pipe.guide_inputs),
         image_size=int(pipe.image_size),
         default_sampler=dict(pipe.default_sampler or OFFICIAL_SAMPLER),
         run_config=pipe.run_config,
@@ -531,6 +532,7 @@ def load_pretrained(
         attributes_from=index["attributes_from"],
         target=index["target"],
         coarse_input=bool(index["coarse_input"]),
+        guide_inputs=tuple(index.get("guide_inputs") or ()),  # absent in folders before it
         image_size=int(index["image_size"]),
         default_sampler=index.get("default_sampler") or OFFICIAL_SAMPLER,
         part_configs=part_configs,
@@ -695,7 +697,12 @@ def model_card(
         f"* attr_d from: the {index['attributes_from']} frame"
         + (" (the official demo)" if index["attributes_from"] == "coarse" else " (paper, eq. 9)"),
         f"* the chain diffuses: {'the residual d − g (output g + r̂)' if index['target'] == 'residual' else 'the frame'}"
-        + ("; the denoiser also sees g at full resolution" if index["coarse_input"] else ""),
+        + ("; the denoiser also sees g at full resolution" if index["coarse_input"] else "")
+        + (
+            f"; and {', '.join(index['guide_inputs'])} (guide_inputs)"
+            if index.get("guide_inputs")
+            else ""
+        ),
     ]
     if index.get("random_weight_parts"):
         lines.append(

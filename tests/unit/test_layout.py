@@ -23,6 +23,7 @@ LAYERS = [
     {"checkpoints"},  # one loader (training checkpoint or pretrained folder); the folder format
     {"inference", "evaluation", "systems"},  # refiner facade; evaluator; LightningModules
     {"callbacks", "benchmarks"},  # built by Hydra for train/evaluate; measurement commands
+    {"workflows"},  # chains of commands (the real-face recipe) and their reports
     {
         "train",
         "evaluate",
@@ -34,6 +35,7 @@ LAYERS = [
         "export",
         "convert_release",
         "app",  # the web app (Gradio)
+        "recipe",
     },
 ]
 # modules that belong to a layer under another name

@@ -68,7 +68,7 @@ def run_step(model, monkeypatch, seed: int = 0) -> tuple[dict, dict]:
     # a coarse frame unlike the driving one (so that L_color is far from 0)
     coarse = (0.6 * driving.roll(3, dims=-1) + 0.2).clamp(0, 1)
     attr_diff = 0.1 * torch.randn(BATCH, model.attributes.dim, generator=generator).double()
-    monkeypatch.setattr(model.pipeline, "prepare", lambda s, d, *a, **k: (coarse, attr_diff))
+    monkeypatch.setattr(model.pipeline, "prepare", lambda s, d, *a, **k: (coarse, attr_diff, None))
 
     torch.manual_seed(seed)
     with torch.no_grad():

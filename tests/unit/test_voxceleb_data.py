@@ -371,3 +371,44 @@ def test_real_voxceleb_clip(tmp_path, cache_dir):
     video = clips[0]["video"]
     assert video.shape == (3, 3, 256, 256) and 0.0 <= video.min() and video.max() <= 1.0
     assert video.std() > 0.05  # real image content, not a blank frame
+
+
+def _persons(dataset) -> set[str]:
+    return {clip.person_id for clip in dataset.clips}
+
+
+@pytest.mark.parametrize("experiment", ["fomm_recon", "fomm_pretrain_vox", "fomm_recon_landmarks"])
+def test_validation_persons_are_carved_from_train_never_test(experiment, vox_root, cache_dir):
+    """The VoxCeleb experiments choose checkpoints on persons carved from train/: the training,
+    validation and test persons are three disjoint sets, and training never sees the carved ones."""
+    from hydra.utils import instantiate
+
+    from fadm_lightning.config import compose_config
+
+    cfg = compose_config("train", [f"experiment={experiment}", f"data.root={vox_root}"])
+    assert cfg.data.val_split == "train" and cfg.data.val_persons is not None
+    data = dict(cfg.data)
+    data.update(
+        image_size=SIZE,
+        num_workers=0,
+        cache_dir=str(cache_dir),
+        val_persons=1,  # of the fixture's 3 training persons
+        num_val_pairs=2,
+    )
+    dm = instantiate(data)
+    dm.setup("fit")
+    dm.setup("test")
+    train, val, test = _persons(dm.train_set), _persons(dm.val_set), _persons(dm.test_set)
+    assert train and val and test
+    assert not (train & val) and not (train & test) and not (val & test)
+    assert val == set(dm.carved_persons) and train | val == {"id00001", "id00002", "id00003"}
+    assert set(dm.train_set.person_ids) == train
+    names = {dm.train_set[i]["name"].split("#")[0] for i in range(len(dm.train_set))}
+    assert names == train  # no item of a carved person
+
+
+def test_validating_on_training_persons_is_refused(vox_root, cache_dir):
+    with pytest.raises(ValueError, match="validate on the training persons"):
+        VoxCelebDataModule(vox_root, val_split="train", cache_dir=cache_dir)
+    with pytest.raises(ValueError, match="set val_split=train"):
+        VoxCelebDataModule(vox_root, val_split="test", val_persons=1, cache_dir=cache_dir)

@@ -128,8 +128,12 @@ def evaluate(
         for start in range(0, video.shape[0], chunk):
             frames = slice(start, start + chunk)
             driving = video[frames]
-            coarse, attr_diff = pipe.prepare(
-                source, driving, source_ann, collated_clip_frames(annotation, frames)
+            coarse, attr_diff, guide = pipe.prepare(
+                source,
+                driving,
+                source_ann,
+                collated_clip_frames(annotation, frames),
+                with_guide=True,
             )
             results = {"coarse": coarse}
             for steps, eta, strength, *flags in settings:
@@ -147,6 +151,7 @@ def evaluate(
                     clip_sample=clip,
                     start_noise=start_noise,
                     seed=seed,
+                    guide=guide,
                 )
                 seconds[name] += time.perf_counter() - began
                 cpu_seconds[name] += time.process_time() - cpu_began

@@ -18,6 +18,7 @@ from fadm_lightning.data.voxceleb import (
     VoxCelebIndex,
     VoxCelebPairsDataset,
     VoxCelebTrainDataset,
+    carve_persons,
 )
 
 
@@ -95,6 +96,7 @@ class VoxCelebDataModule(L.LightningDataModule):
         persistent_workers: bool = True,
         num_val_pairs: int = 8,
         val_split: str = "test",
+        val_persons: int | float | None = None,
         test_max_frames: int | None = None,
         test_frame_stride: int = 1,
         cache_dir: str | os.PathLike | None = None,
@@ -124,7 +126,18 @@ class VoxCelebDataModule(L.LightningDataModule):
             raise ValueError(
                 f"val_split must be a split folder name such as 'val', got {val_split!r}"
             )
+        if val_persons is not None and val_split != "train":
+            raise ValueError(
+                f"val_persons={val_persons} carves validation persons from train/: set "
+                f"val_split=train (got val_split={val_split!r})"
+            )
+        if val_split == "train" and val_persons is None:
+            raise ValueError(
+                "val_split=train would validate on the training persons: set val_persons (how "
+                "many training persons, or which fraction, to carve out for validation)"
+            )
         self.val_split = val_split
+        self.val_persons = val_persons
         self.test_max_frames = test_max_frames
         self.test_frame_stride = test_frame_stride
         self.cache_dir = cache_dir
@@ -151,7 +164,16 @@ class VoxCelebDataModule(L.LightningDataModule):
         (``root/annotations/<split>``); False when ``root/<val_split>`` does not exist."""
         return all(self.index.has_split(s) and self.index.has_annotations(s) for s in self.splits)
 
+    @property
+    def carved_persons(self) -> list[str]:
+        """The validation persons carved from ``train/`` (``val_persons``; [] when not carving):
+        they give the validation pairs and are left out of training."""
+        if self.val_persons is None:
+            return []
+        return carve_persons(self.index.person_ids("train"), self.val_persons)
+
     def setup(self, stage: str | None = None) -> None:
+        carved = self.carved_persons
         if stage in (None, "fit") and self.train_set is None:
             self.train_set = VoxCelebTrainDataset(
                 self.root,
@@ -161,6 +183,7 @@ class VoxCelebDataModule(L.LightningDataModule):
                 augmentation=self.augmentation,
                 index=self.index,
                 max_read_retries=self.max_read_retries,
+                exclude_persons=carved,
             )
         if stage in (None, "fit", "validate") and self.val_set is None:
             self.index.require_split(self.val_split)  # names root/<val_split> when it is missing
@@ -170,6 +193,7 @@ class VoxCelebDataModule(L.LightningDataModule):
                 num_pairs=self.num_val_pairs,
                 split=self.val_split,
                 index=self.index,
+                persons=carved or None,
             )
         if stage in (None, "test", "predict") and self.test_set is None:
             self.test_set = VoxCelebClipDataset(

@@ -74,6 +74,25 @@ def default_cache_dir() -> Path:
     return Path(base) / "fadm_lightning" / "voxceleb_index"
 
 
+def carve_persons(person_ids: Sequence[str], amount: int | float) -> list[str]:
+    """Validation persons carved from ``person_ids`` (a split's persons): ``amount`` persons (an
+    int ≥ 1) or that fraction of them (a float in (0, 1), at least one), always the same ones
+    (ordered by the SHA-1 of the id), and never all of them."""
+    ids = sorted(set(person_ids))
+    if isinstance(amount, bool) or not (
+        (isinstance(amount, int) and amount >= 1) or (isinstance(amount, float) and 0 < amount < 1)
+    ):
+        raise ValueError(f"val_persons must be an int ≥ 1 or a fraction in (0, 1), got {amount!r}")
+    count = amount if isinstance(amount, int) else max(1, round(amount * len(ids)))
+    if count >= len(ids):
+        raise ValueError(
+            f"val_persons={amount} would carve {count} of the {len(ids)} training persons: "
+            "none would be left to train on"
+        )
+    ranked = sorted(ids, key=lambda p: hashlib.sha1(p.encode()).hexdigest())
+    return sorted(ranked[:count])
+
+
 def person_id(clip_name: str) -> str:
     """Person id of a clip: its name before the first ``#`` (the whole stem when there is none)."""
     if "#" in clip_name:
@@ -393,11 +412,17 @@ class _SplitDataset(Dataset):
         image_size: int | Sequence[int],
         cache_dir: str | os.PathLike | None,
         index: VoxCelebIndex | None,
+        persons: Sequence[str] | None = None,
+        exclude_persons: Sequence[str] | None = None,
     ) -> None:
         self.index = index if index is not None else VoxCelebIndex(root, cache_dir)
         self.split = split
         self.size = _size(image_size)
         self.clips = self.index.require_split(split)
+        if persons is not None:  # only these persons (validation persons carved from train)
+            self.clips = [c for c in self.clips if c.person_id in set(persons)]
+        if exclude_persons:  # every person but these (training without the carved ones)
+            self.clips = [c for c in self.clips if c.person_id not in set(exclude_persons)]
         if not self.clips:
             raise ValueError(f"{self.index.root / split} holds no readable clips; {LAYOUT_HELP}")
         self.has_annotations = self.index.has_annotations(split)
@@ -461,8 +486,9 @@ class VoxCelebTrainDataset(_SplitDataset):
         cache_dir: str | os.PathLike | None = None,
         index: VoxCelebIndex | None = None,
         max_read_retries: int = 10,
+        exclude_persons: Sequence[str] | None = None,
     ) -> None:
-        super().__init__(root, split, image_size, cache_dir, index)
+        super().__init__(root, split, image_size, cache_dir, index, None, exclude_persons)
         if num_repeats < 1:
             raise ValueError(f"num_repeats must be ≥ 1, got {num_repeats}")
         if max_read_retries < 0:
@@ -471,7 +497,11 @@ class VoxCelebTrainDataset(_SplitDataset):
         self.id_sampling = id_sampling
         self.num_repeats = num_repeats
         self.augmentation = augmentation
-        by_person = self.index.clips_by_person(split)
+        by_person = {
+            person: clips
+            for person, clips in self.index.clips_by_person(split).items()
+            if person not in set(exclude_persons or ())
+        }
         self.person_ids = sorted(by_person)
         self._clips_of = by_person
         self._rng = _WorkerRng()
@@ -525,6 +555,7 @@ class VoxCelebPairsDataset(_SplitDataset):
         num_pairs (`int`, defaults to 8): number of items.
         split (`str`, defaults to "test"): the split read.
         cache_dir, index: where the index is cached, or a ready index.
+        persons: only the clips of these persons (validation persons carved from ``train``).
     """
 
     def __init__(
@@ -535,8 +566,9 @@ class VoxCelebPairsDataset(_SplitDataset):
         split: str = "test",
         cache_dir: str | os.PathLike | None = None,
         index: VoxCelebIndex | None = None,
+        persons: Sequence[str] | None = None,
     ) -> None:
-        super().__init__(root, split, image_size, cache_dir, index)
+        super().__init__(root, split, image_size, cache_dir, index, persons)
         if num_pairs < 1:
             raise ValueError(f"num_pairs must be ≥ 1, got {num_pairs}")
         self.num_pairs = num_pairs

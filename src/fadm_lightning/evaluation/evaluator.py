@@ -41,8 +41,19 @@ from fadm_lightning.metrics.suite import (
     MetricSuite,
     check_face_backends,
 )
+from fadm_lightning.metrics.temporal import TemporalAccumulator
 
 log = logging.getLogger(__name__)
+
+#: trivial rows beside the models (``baselines=[copy_source]``): option → row name
+BASELINES = {"copy_source": "copy source"}
+
+
+def check_baselines(names) -> list[str]:
+    unknown = [n for n in names if n not in BASELINES]
+    if unknown:
+        raise EvaluationError(f"baselines: unknown {unknown}; choose among {list(BASELINES)}")
+    return list(names)
 
 
 def _to(annotation: dict[str, torch.Tensor] | None, device, frames: slice | None = None):
@@ -71,10 +82,11 @@ class Evaluator:
         self.batch_size = int(cfg.batch_size)
         self.cross = cfg.protocol == "cross_identity"
         self.fid_reference = cfg.metrics.get("fid_reference", "driving")
+        self.baselines = [BASELINES[b] for b in check_baselines(cfg.get("baselines") or [])]
 
     @property
     def row_names(self) -> list[str]:
-        return ["coarse", self.main.name, *(e.name for e in self.extras)]
+        return [*self.baselines, "coarse", self.main.name, *(e.name for e in self.extras)]
 
     def _clock(self) -> float:
         if self.device.type == "cuda":  # kernels run asynchronously: time finished work
@@ -92,6 +104,7 @@ class Evaluator:
         features: dict[str, list[np.ndarray]] = {}
         frames: dict[str, list[torch.Tensor]] = {}
         suite = self.suite
+        temporal = {n: TemporalAccumulator() for n in names} if suite.clip_keys else {}
         source_faces = suite.observe(item["source"]) if self.cross else None
         use_fid = suite.fid is not None and suite.fid.available
         if use_fid and self.cross and self.fid_reference == "source":
@@ -102,21 +115,25 @@ class Evaluator:
             driving = video[sl]
             driving_ann = _to(item["annotation"], self.device, sl)
             outputs: dict[str, torch.Tensor] = {}
+            if "copy source" in self.baselines:
+                outputs["copy source"] = item["source"].expand_as(driving)
             begin = self._clock()
-            coarse, attr_diff = self.main.pipeline.prepare(
-                source, driving.to(self.device), source_ann, driving_ann
+            coarse, attr_diff, guide = self.main.pipeline.prepare(
+                source, driving.to(self.device), source_ann, driving_ann, with_guide=True
             )
             seconds["coarse"] += self._clock() - begin
             outputs["coarse"] = coarse
             begin = self._clock()
-            outputs[self.main.name] = self.main.pipeline.sample(coarse, attr_diff, **self.sampler)
+            outputs[self.main.name] = self.main.pipeline.sample(
+                coarse, attr_diff, guide=guide, **self.sampler
+            )
             seconds[self.main.name] += self._clock() - begin
             for extra in self.extras:
                 begin = self._clock()
-                c, a = extra.pipeline.prepare(
-                    source, driving.to(self.device), source_ann, driving_ann
+                c, a, gd = extra.pipeline.prepare(
+                    source, driving.to(self.device), source_ann, driving_ann, with_guide=True
                 )
-                outputs[extra.name] = extra.pipeline.sample(c, a, **self.sampler)
+                outputs[extra.name] = extra.pipeline.sample(c, a, guide=gd, **self.sampler)
                 seconds[extra.name] += self._clock() - begin
 
             # metrics: reference = the ground-truth frame, or the source portrait across identities
@@ -124,6 +141,8 @@ class Evaluator:
             reference_faces = source_faces if self.cross else suite.observe(driving)
             for name, output in outputs.items():
                 output = output.float().cpu()
+                if name in temporal:
+                    temporal[name].update(output, driving)
                 for key, v in suite.frame_values(
                     output, reference, reference_faces=reference_faces
                 ).items():
@@ -154,6 +173,9 @@ class Evaluator:
             for key in suite.frame_keys:
                 if suite.available(key):
                     row[key], row[f"n_{key}"] = _mean(values[name].get(key, []))
+            clip_values = temporal[name].compute() if name in temporal else {}
+            for key in suite.clip_keys:  # one value per clip: the table averages clips
+                row[key], row[f"n_{key}"] = clip_values.get(key), int(key in clip_values)
             rows.append(row)
         stacked_features = {k: np.concatenate(v) for k, v in features.items()}
         stacked_frames = {k: torch.cat(v) for k, v in frames.items()}
@@ -251,7 +273,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     items = build_items(cfg, datamodule, out_dir)
     keys = items.keys[: cfg.max_items] if cfg.get("max_items") else list(items.keys)
     evaluator = Evaluator(cfg, main, extras, suite)
-    store = ResultStore(out_dir, suite.frame_keys)
+    store = ResultStore(out_dir, [*suite.frame_keys, *suite.clip_keys])
     done = store.done(evaluator.row_names) & set(keys)
     todo = [i for i, k in enumerate(keys) if k not in done]
     if done:
@@ -260,7 +282,8 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         )
 
     video_count = int(cfg.videos.get("count", 0))
-    order = (["source"] if evaluator.cross else []) + ["driving", *evaluator.row_names]
+    shown = [n for n in evaluator.row_names if n not in evaluator.baselines]
+    order = (["source"] if evaluator.cross else []) + ["driving", *shown]
     loader = DataLoader(
         Subset(items, todo), batch_size=None, num_workers=int(cfg.get("num_workers", 0))
     )

@@ -148,7 +148,10 @@ def _protocol_table(
         "variant",
         *varying,
         "frames",
-        *(f"{c['label']} {'↑' if c['higher_is_better'] else '↓'}" for c in columns),
+        *(
+            f"{c['label']} {({True: '↑', False: '↓'}).get(c['higher_is_better'], '')}".strip()
+            for c in columns
+        ),
     ]
     md_lines += [f"# Ablation (paper Table 3) — {group[0][1]['title']}", ""]
     md_lines.append("| " + " | ".join(headers) + " |")
@@ -219,6 +222,8 @@ def _seed_table(jobs: list[Path], multirun_dir: Path) -> tuple[list[str], list[l
         md.append(f"| {name} | {len(group)} | " + " | ".join(cells) + " |")
         csv_rows.append([name, str(len(group)), *raw])
 
+    if any(k.endswith("_copy") for _, m in runs for k in m):  # runs tested since it was logged
+        add("copy source", [m for _, m in runs], "copy")
     add("coarse generator", [m for _, m in runs], "coarse")
     for values, group in groups.items():
         add(variant_name(dict(zip(varying, values, strict=True)), varying), group, "refined")

@@ -70,7 +70,8 @@ KNOWN_COLUMNS = {
         TableColumn("flicker", "flicker", ""),  # signed: 0 = as much as the truth
     )
 }
-KINDS = ("coarse", "refined")
+KINDS = ("copy", "coarse", "refined")
+KIND_LABELS = {"copy": "copy source"}  # the trivial baseline row (FADMLitModule.test_step)
 
 
 def results_table(
@@ -103,7 +104,9 @@ def results_table(
     for kind in KINDS:
         values = [metrics.get(f"{stage}/{c.key}_{kind}") for c in columns]
         if any(v is not None for v in values):
-            rows.append((kind, [None if v is None else float(v) for v in values]))
+            rows.append(
+                (KIND_LABELS.get(kind, kind), [None if v is None else float(v) for v in values])
+            )
     return columns, rows
 
 

@@ -219,10 +219,11 @@ def animate_video(
             for frames in iter_batches(driving, sampler.batch_size, options.max_frames):
                 faces = [crop.cut(frame, size) for frame in frames]
                 driving_t = to_tensor(faces, device)  # B×3×S×S
-                coarse = pipe.coarse(source_t.expand(len(faces), -1, -1, -1), driving_t)
-                coarse = coarse["prediction"].clamp(0, 1)  # g
+                coarse_output = pipe.coarse(source_t.expand(len(faces), -1, -1, -1), driving_t)
+                coarse = coarse_output["prediction"].clamp(0, 1)  # g
+                guide = pipe.guide(source_t, coarse_output, driving_t)  # None: none asked for
                 attr_d = attributes(driving_t if attributes_from == "driving" else coarse)
-                refined = to_uint8(refine(coarse, attr_source - attr_d))
+                refined = to_uint8(refine(coarse, attr_source - attr_d, guide))
                 coarse_u8 = to_uint8(coarse) if side else None
                 for i, face in enumerate(refined):
                     if options.paste_back:

@@ -383,8 +383,11 @@ class FrameRefiner:
                 pipe.unet = torch.compile(pipe.unet)
 
     @torch.no_grad()
-    def __call__(self, coarse: torch.Tensor, attr_diff: torch.Tensor) -> torch.Tensor:
-        # coarse: B×3×S×S in [0, 1], attr_diff: B×D -> refined B×3×S×S in [0, 1], float32
+    def __call__(
+        self, coarse: torch.Tensor, attr_diff: torch.Tensor, guide: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        # coarse: B×3×S×S in [0, 1], attr_diff: B×D [, guide: the guide_inputs images]
+        # -> refined B×3×S×S in [0, 1], float32
         s = self.settings
         with self.autocast():
             refined = self.pipe.sample(
@@ -396,6 +399,7 @@ class FrameRefiner:
                 clip_sample=s.clip_sample,
                 start_noise=s.start_noise,
                 seed=s.seed,
+                guide=guide,
             )
         return refined.float().clamp(0, 1)
 

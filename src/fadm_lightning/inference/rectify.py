@@ -121,7 +121,8 @@ def rectify_video(
         source_face = crop.cut(read_frame(video, options.source_frame), size)
         source_name = f"{video}: frame {options.source_frame}"
     try:
-        attr_source = pipe.attributes(to_tensor([source_face], device))  # 1×D
+        source_t = to_tensor([source_face], device)  # 1×3×S×S
+        attr_source = pipe.attributes(source_t)  # 1×D
     except NoFaceError as err:
         raise NoFaceFoundError(
             f"{source_name}: no face in the source of the attribute difference ({err}); "
@@ -141,7 +142,10 @@ def rectify_video(
             for frames in iter_batches(video, sampler.batch_size, options.max_frames):
                 faces = [crop.cut(frame, size) for frame in frames]
                 coarse = to_tensor(faces, device)  # g = the video's frames, B×3×S×S
-                refined = to_uint8(refine(coarse, attr_source - attributes(coarse)))
+                # a model with guide_inputs also sees the source animated to each frame by its
+                # own coarse generator (None for the others)
+                guide = pipe.guide(source_t, driving=coarse) if pipe.guide_inputs else None
+                refined = to_uint8(refine(coarse, attr_source - attributes(coarse), guide))
                 for frame, face, result in zip(frames, faces, refined, strict=True):
                     if options.paste_back:
                         writer.write(crop.paste(frame, result, options.feather))

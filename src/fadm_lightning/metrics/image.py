@@ -12,9 +12,6 @@ Each function returns one value per frame (B); callers average over frames.
 from __future__ import annotations
 
 import torch
-from torchmetrics.functional.image import (
-    peak_signal_noise_ratio,
-)
 
 
 def _check(pred: torch.Tensor, target: torch.Tensor) -> None:
@@ -35,10 +32,14 @@ def l1(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 
 
 def psnr(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """PSNR per frame on the uint8 frames (data range 255). Identical frames (the copy-source
+    baseline on the source frame itself) would score +∞ and make any mean +∞: they score the
+    highest finite value on that frame size instead, one value off by one grey level
+    (MSE = 1/(C·H·W); 89.1 dB at 3×64×64, 101.2 dB at 3×256×256)."""
     _check(pred, target)
-    return peak_signal_noise_ratio(
-        quantize(pred), quantize(target), data_range=255.0, reduction="none", dim=(1, 2, 3)
-    )
+    floor = 1.0 / pred[0].numel()
+    mse = (quantize(pred).double() - quantize(target).double()).square().mean(dim=(1, 2, 3))
+    return (10 * torch.log10(255.0**2 / mse.clamp_min(floor))).float()
 
 
 def frame_metrics(pred: torch.Tensor, target: torch.Tensor) -> dict[str, torch.Tensor]:

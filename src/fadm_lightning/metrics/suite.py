@@ -34,11 +34,13 @@ from fadm_lightning.metrics.perceptual import STLPIPS
 class MetricInfo:
     key: str
     name: str
-    higher_is_better: bool
+    higher_is_better: bool | None  # None: signed, no better direction (flicker)
     description: str
 
     @property
     def arrow(self) -> str:
+        if self.higher_is_better is None:
+            return ""
         return "↑" if self.higher_is_better else "↓"
 
 
@@ -67,12 +69,26 @@ METRICS: dict[str, MetricInfo] = {
         MetricInfo("aed", "AED", False, "squared L2 of unit-length identity embeddings"),
         MetricInfo("fid", "FID", False, "Fréchet distance of pool3 features, set vs set"),
         MetricInfo("csim", "CSIM", True, "cosine similarity of identity embeddings"),
+        MetricInfo(
+            "tdiff",
+            "tdiff",
+            False,
+            "per clip, mean |Δŷ − Δy| of consecutive frames (metrics.temporal; no network)",
+        ),
+        MetricInfo(
+            "flicker",
+            "flicker",
+            None,
+            "per clip, mean |Δ²ŷ| − mean |Δ²y| (> 0: more jitter than the truth; metrics.temporal)",
+        ),
     )
 }
+#: metrics with one value per clip, from its whole sequence of frames
+CLIP_METRICS = ("tdiff", "flicker")
 FACE_METRICS = ("akd", "aed", "csim")
 EMBEDDING_METRICS = ("aed", "csim")
 # metrics that compare a generated frame with its ground truth (no ground truth across identities)
-NEEDS_GROUND_TRUTH = ("l1", "lpips", "stlpips", "psnr", "ssim", "akd", "aed")
+NEEDS_GROUND_TRUTH = ("l1", "lpips", "stlpips", "psnr", "ssim", "akd", "aed", "tdiff", "flicker")
 # the network behind each face metric (dlib: offline, the default; the others: user files)
 FACE_BACKENDS = {
     "landmarks": ("dlib", "fan"),  # AKD, and the alignment of ArcFace's crops
@@ -241,8 +257,13 @@ class MetricSuite:
 
     @property
     def frame_keys(self) -> list[str]:
-        """Metrics with one value per frame (all but FID)."""
-        return [k for k in self.names if k != "fid"]
+        """Metrics with one value per frame (all but FID and the per-clip ones)."""
+        return [k for k in self.names if k != "fid" and k not in CLIP_METRICS]
+
+    @property
+    def clip_keys(self) -> list[str]:
+        """Metrics with one value per clip (tdiff, flicker)."""
+        return [k for k in self.names if k in CLIP_METRICS]
 
     def notes(self) -> list[str]:
         """One line per metric: what is computed, with which weights, or why it is unavailable."""

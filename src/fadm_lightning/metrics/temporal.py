@@ -72,3 +72,52 @@ def temporal_metrics(pred: torch.Tensor, target: torch.Tensor) -> dict[str, torc
     if pred.shape[0] >= 3:
         out["flicker"] = flicker(pred, target)
     return out
+
+
+class TemporalAccumulator:
+    """:func:`temporal_metrics` of a clip fed in consecutive chunks (T_i×C×H×W each), keeping
+    only the last two frames between chunks: the same values as on the whole clip at once."""
+
+    def __init__(self) -> None:
+        self._pred: torch.Tensor | None = None  # the last ≤ 2 frames seen
+        self._target: torch.Tensor | None = None
+        self._tdiff = torch.zeros((), dtype=torch.float64)
+        self._jerk_pred = torch.zeros((), dtype=torch.float64)
+        self._jerk_target = torch.zeros((), dtype=torch.float64)
+        self._pairs = 0  # frame pairs × pixels summed in _tdiff
+        self._triples = 0
+
+    def update(self, pred: torch.Tensor, target: torch.Tensor) -> None:
+        if pred.shape != target.shape or pred.ndim != 4:
+            raise ValueError(
+                f"expected two T×C×H×W chunks of one shape, got {tuple(pred.shape)} and "
+                f"{tuple(target.shape)}"
+            )
+        pred, target = pred.detach().float().cpu(), target.detach().float().cpu()
+        if self._pred is not None:
+            pred = torch.cat([self._pred, pred])
+            target = torch.cat([self._target, target])
+        carried = 0 if self._pred is None else self._pred.shape[0]
+        # new pairs: those ending in a new frame; new triples likewise
+        if pred.shape[0] >= 2:
+            first = max(carried - 1, 0)
+            d = (pred[first + 1 :] - pred[first:-1]) - (target[first + 1 :] - target[first:-1])
+            self._tdiff += d.abs().double().sum()
+            self._pairs += d.numel()
+        if pred.shape[0] >= 3:
+            first = max(carried - 2, 0)
+            p, t = pred[first:], target[first:]
+            self._jerk_pred += _second_difference(p).abs().double().sum()
+            self._jerk_target += _second_difference(t).abs().double().sum()
+            self._triples += _second_difference(p).numel()
+        self._pred, self._target = pred[-2:], target[-2:]
+
+    def compute(self) -> dict[str, float]:
+        """``{"tdiff", "flicker"}`` of the frames seen (a figure the clip is too short for is
+        left out)."""
+        out = {}
+        if self._pairs:
+            out["tdiff"] = float(self._tdiff / self._pairs)
+        if self._triples:
+            out["flicker"] = float((self._jerk_pred - self._jerk_target) / self._triples)
+        return out

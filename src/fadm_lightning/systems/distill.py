@@ -157,7 +157,9 @@ class FADMDistillLitModule(FADMLitModule):
         super().on_fit_start()
 
     @torch.no_grad()
-    def teacher_x0(self, coarse: torch.Tensor, attr_diff: torch.Tensor) -> torch.Tensor:
+    def teacher_x0(
+        self, coarse: torch.Tensor, attr_diff: torch.Tensor, guide: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """x̂_0 at the end of the teacher's sampler (a fresh noise draw per call)."""
         if self._teacher is None:
             raise RuntimeError("the teacher is loaded when fitting starts (setup('fit'))")
@@ -172,11 +174,18 @@ class FADMDistillLitModule(FADMLitModule):
             clip_sample=s["clip_sample"],
             start_noise=s["start_noise"],
             seed=seed,
+            guide=guide,
         )
         return self.pipeline.clean_sample(frames, coarse)
 
     # ------------------------------------------------------------------ the student's sampler
-    def student_x0(self, coarse: torch.Tensor, attr_diff: torch.Tensor, steps: int) -> torch.Tensor:
+    def student_x0(
+        self,
+        coarse: torch.Tensor,
+        attr_diff: torch.Tensor,
+        steps: int,
+        guide: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """The student's k-step sampler with a gradient through its last call: x̂_0^S (not
         clamped; the sampler clamps it, see :meth:`FADMPipeline.sample` with
         ``eta=0, strength=1, clip_sample=True, start_noise=False``)."""
@@ -190,7 +199,7 @@ class FADMDistillLitModule(FADMLitModule):
         for i, t in enumerate(timesteps):
             last = i == len(timesteps) - 1
             with torch.set_grad_enabled(last and torch.is_grad_enabled()):
-                output = pipe.denoise(x, t, features, attr_diff, coarse)
+                output = pipe.denoise(x, t, features, attr_diff, coarse, guide)
                 if last:
                     abar = _alpha_bar(scheduler, t, x)
                     return x0_and_epsilon(pipe.prediction_type, output, x, abar)[0]
@@ -201,11 +210,11 @@ class FADMDistillLitModule(FADMLitModule):
     # ------------------------------------------------------------------ training
     def model_step(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
         driving = batch["driving"]
-        coarse, attr_diff = self.prepare_batch(batch)
+        coarse, attr_diff, guide = self.prepare_batch(batch)
         x0 = self.pipeline.clean_sample(driving, coarse)
-        x0_teacher = self.teacher_x0(coarse, attr_diff)
+        x0_teacher = self.teacher_x0(coarse, attr_diff, guide)
         index = int(torch.randint(0, len(self.student_steps), ()).item())
-        x0_student = self.student_x0(coarse, attr_diff, self.student_steps[index])
+        x0_student = self.student_x0(coarse, attr_diff, self.student_steps[index], guide)
         loss_distill = F.mse_loss(x0_student, x0_teacher)
         loss_gt = F.mse_loss(x0_student, x0)
         loss = self.distill_weight * loss_distill + self.gt_weight * loss_gt

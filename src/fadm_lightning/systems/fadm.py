@@ -50,6 +50,9 @@ class FADMLitModule(L.LightningModule):
         with the UNet's output layer at zero, so with x_0-prediction it starts as the identity
         (r̂ = 0: the coarse frame is returned unchanged).
     coarse_input: the UNet also sees the coarse frame g at full resolution.
+    guide_inputs: more full-resolution images for the UNet (``["deformed"]``: the source warped
+        by the coarse generator's motion; :data:`~fadm_lightning.pipeline.GUIDE_INPUTS`). Not in
+        the paper: a switch measured in docs/real_faces.md.
     snr_gamma: γ of min-SNR-γ loss weighting over timesteps (None: unweighted, the paper).
     max_train_timestep: train on t ~ U{0, …, max_train_timestep − 1} only (None: the whole
         schedule, as in the paper). A model that is only ever sampled from the coarse frame
@@ -76,6 +79,7 @@ class FADMLitModule(L.LightningModule):
         color_loss_weight: float = 1.0,
         target: str = "image",
         coarse_input: bool = False,
+        guide_inputs: list[str] | tuple[str, ...] = (),
         snr_gamma: float | None = None,
         max_train_timestep: int | None = None,
         ema_decay: float | None = None,
@@ -93,6 +97,7 @@ class FADMLitModule(L.LightningModule):
             raise ValueError(f"diffusion_loss must be 'mse' or 'l1_sum', got {diffusion_loss!r}")
         if snr_gamma is not None and (snr_gamma <= 0 or diffusion_loss != "mse"):
             raise ValueError(f"snr_gamma needs diffusion_loss='mse' and γ > 0, got {snr_gamma}")
+        guide_inputs = [str(name) for name in guide_inputs]  # plain types in checkpoints
         num_train_timesteps = scheduler.config.num_train_timesteps
         if max_train_timestep is not None and not 0 < max_train_timestep <= num_train_timesteps:
             raise ValueError(
@@ -115,7 +120,10 @@ class FADMLitModule(L.LightningModule):
         self.attributes = attributes.eval().requires_grad_(False)
         # trainable parts
         self.agcn = agcn(attr_dim=attributes.dim)
-        self.unet = unet(in_channels=3 + self.agcn.cond_channels + (3 if coarse_input else 0))
+        guide_channels = 3 * len(guide_inputs)
+        self.unet = unet(
+            in_channels=3 + self.agcn.cond_channels + (3 if coarse_input else 0) + guide_channels
+        )
         if target == "residual":
             nn.init.zeros_(self.unet.conv_out.weight)
             nn.init.zeros_(self.unet.conv_out.bias)
@@ -134,6 +142,7 @@ class FADMLitModule(L.LightningModule):
             attributes_from=attributes_from,
             target=target,
             coarse_input=coarse_input,
+            guide_inputs=tuple(guide_inputs),
         )
         #: data/model/coarse/attributes configs stored in checkpoints (set by the train command)
         self.run_config: dict | None = None
@@ -145,10 +154,13 @@ class FADMLitModule(L.LightningModule):
                 for m in METRICS
                 for kind in ("coarse", "refined")
             }
+            | {  # test only: the copy-the-source-frame baseline (kind "copy")
+                f"test_{m}_copy": MeanMetric() for m in METRICS
+            }
             | {  # test only: ST-LPIPS per frame; tdiff and flicker per clip (metrics.temporal)
                 f"test_{m}_{kind}": MeanMetric()
                 for m in ("stlpips", "tdiff", "flicker")
-                for kind in ("coarse", "refined")
+                for kind in ("copy", "coarse", "refined")
             }
         )
         # the ST-LPIPS network, built at the first test_step: a plain attribute, not a submodule,
@@ -182,22 +194,23 @@ class FADMLitModule(L.LightningModule):
             self.logger.log_hyperparams(self.parameter_counts())
 
     # ------------------------------------------------------------------ training
-    def prepare_batch(self, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
-        """The frozen parts on a training batch: coarse frame g and attr_s − attr_d (attr_d from
-        the driving frame, as in training)."""
+    def prepare_batch(self, batch: dict[str, Any], attributes_from: str | None = "driving"):
+        """The frozen parts on a batch: coarse frame g, attr_s − attr_d (attr_d from the driving
+        frame in training) and the guide images (None without ``guide_inputs``)."""
         return self.pipeline.prepare(
             batch["source"],
             batch["driving"],
             batch.get("source_annotation"),
             batch.get("driving_annotation"),
-            attributes_from="driving",
+            attributes_from=attributes_from,
+            with_guide=True,
         )
 
     def model_step(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
         """One denoising step on a batch of (source, driving) pairs (eq. 11)."""
         driving = batch["driving"]
         # 1. frozen parts: coarse frame g and attr_s − attr_d
-        coarse, attr_diff = self.prepare_batch(batch)
+        coarse, attr_diff, guide = self.prepare_batch(batch)
         # 2. forward process: x_t = √ᾱ_t·x_0 + √(1−ᾱ_t)·ε with x_0 = d in [0, 1] (or d − g)
         x0 = self.pipeline.clean_sample(driving, coarse)
         noise = torch.randn_like(x0)
@@ -206,7 +219,7 @@ class FADMLitModule(L.LightningModule):
         x_t = self.scheduler.add_noise(x0, noise, t)
         # 3. AGCN condition (eq. 7–10) and the denoiser's output (ε̂, x̂_0 or v̂)
         condition, color_loss = self.agcn(coarse, attr_diff, t, driving=driving)
-        output = self.unet(self.pipeline.denoiser_input(x_t, condition, coarse), t).sample
+        output = self.unet(self.pipeline.denoiser_input(x_t, condition, coarse, guide), t).sample
         prediction_type = self.pipeline.prediction_type
         abar = self.scheduler.alphas_cumprod.to(self.device)[t].view(-1, 1, 1, 1)
         target = training_target(prediction_type, x0, noise, abar)
@@ -261,10 +274,13 @@ class FADMLitModule(L.LightningModule):
         self._swap_out_ema()
         self._log_eval_metrics("test")
 
-    def refine(self, coarse: torch.Tensor, attr_diff: torch.Tensor) -> torch.Tensor:
+    def refine(
+        self, coarse: torch.Tensor, attr_diff: torch.Tensor, guide: torch.Tensor | None = None
+    ) -> torch.Tensor:
         return self.pipeline.sample(
             coarse,
             attr_diff,
+            guide=guide,
             num_inference_steps=self.hparams.val_num_inference_steps,
             eta=self.hparams.val_eta,
             strength=self.hparams.val_strength,
@@ -330,13 +346,8 @@ class FADMLitModule(L.LightningModule):
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, torch.Tensor]:
         losses = self.model_step(batch)
         self.log("val/loss", losses["loss"], sync_dist=True, batch_size=batch["driving"].shape[0])
-        coarse, attr_diff = self.pipeline.prepare(
-            batch["source"],
-            batch["driving"],
-            batch.get("source_annotation"),
-            batch.get("driving_annotation"),
-        )
-        refined = self.refine(coarse, attr_diff)
+        coarse, attr_diff, guide = self.prepare_batch(batch, attributes_from=None)
+        refined = self.refine(coarse, attr_diff, guide)
         self._update_eval_metrics("val", {"coarse": coarse, "refined": refined}, batch["driving"])
         # pictures for the sample-grid callback
         return {
@@ -352,17 +363,23 @@ class FADMLitModule(L.LightningModule):
         annotation = batch.get("annotation")
         chunk = self.hparams.test_chunk_size
         source, source_ann = video[:1], collated_clip_frames(annotation, slice(0, 1))
-        outputs = {"coarse": [], "refined": []}
+        outputs = {"copy": [], "coarse": [], "refined": []}
         for start in range(0, video.shape[0], chunk):
             frames = slice(start, start + chunk)
             driving, driving_ann = video[frames], collated_clip_frames(annotation, frames)
-            coarse, attr_diff = self.pipeline.prepare(source, driving, source_ann, driving_ann)
-            refined = self.refine(coarse, attr_diff)
-            self._update_eval_metrics("test", {"coarse": coarse, "refined": refined}, driving)
+            coarse, attr_diff, guide = self.pipeline.prepare(
+                source, driving, source_ann, driving_ann, with_guide=True
+            )
+            refined = self.refine(coarse, attr_diff, guide)
+            copy = source.expand_as(driving)  # the trivial baseline: copy the source frame
+            pred = {"copy": copy, "coarse": coarse, "refined": refined}
+            self._update_eval_metrics("test", pred, driving)
+            outputs["copy"].append(copy)
             outputs["coarse"].append(coarse)
             outputs["refined"].append(refined)
         clip = {k: torch.cat(v) for k, v in outputs.items()}
         self._update_clip_metrics(clip, video)  # ST-LPIPS, tdiff, flicker (test only)
+        clip.pop("copy")  # the test videos show truth | coarse | refined
         return {"video": video, **clip}
 
     # ------------------------------------------------------------------ optimisation

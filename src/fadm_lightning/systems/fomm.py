@@ -426,6 +426,14 @@ class FOMMLitModule(L.LightningModule):
             path = self.export_fomm_checkpoint(epoch=max(done - 1, 0))
             print(f"FOMM checkpoint (official format): {path}", flush=True)
 
+    def on_fit_end(self) -> None:
+        # a run resumed from a checkpoint that had already finished trains nothing (and never
+        # reaches on_train_end): its export is still written from the restored weights
+        if self.trainer.is_global_zero and getattr(self, "last_export", None) is None:
+            done = self.trainer.fit_loop.epoch_progress.current.completed
+            path = self.export_fomm_checkpoint(epoch=max(done - 1, 0))
+            print(f"FOMM checkpoint (official format): {path}", flush=True)
+
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         # 1. the frozen perceptual network is rebuilt from its file, not stored again
         checkpoint["state_dict"] = {

