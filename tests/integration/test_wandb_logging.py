@@ -169,8 +169,9 @@ def test_test_metrics_table_and_video_are_in_the_wandb_run(wandb_training):
     metric_names = {k[len("test/") :].rsplit("_", 1)[0] for k in test_metrics}
     assert len(table["columns"]) == 1 + len(metric_names)
     rows = {row[0]: dict(zip(table["columns"][1:], row[1:], strict=True)) for row in table["data"]}
-    assert list(rows) == ["coarse", "refined"]
-    for kind, row in rows.items():
+    assert list(rows) == ["copy source", "coarse", "refined"]  # the trivial baseline first
+    for row_name, row in rows.items():
+        kind = {"copy source": "copy"}.get(row_name, row_name)
         for name, label in (("l1", "L1"), ("psnr", "PSNR"), ("ssim", "SSIM")):
             assert row[label] == pytest.approx(summary[f"test/{name}_{kind}"], rel=1e-6)
     assert summary["test/table"]["_type"] == "table-file"
