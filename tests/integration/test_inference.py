@@ -459,7 +459,7 @@ def test_a_failure_midway_removes_the_partial_output(ckpt, clip_aac, workdir, mo
 
     calls = []
 
-    def failing(self, coarse, attr_diff):
+    def failing(self, coarse, attr_diff, guide=None):
         calls.append(1)
         if len(calls) > 1:
             raise RuntimeError("out of memory (simulated)")

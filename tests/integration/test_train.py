@@ -130,7 +130,7 @@ def test_training_timesteps_cover_the_schedule_or_stay_below_max_train_timestep(
     monkeypatch.setattr(
         model.pipeline,
         "prepare",
-        lambda s, d, *a, **k: (d, torch.zeros(d.shape[0], attributes.dim)),
+        lambda s, d, *a, **k: (d, torch.zeros(d.shape[0], attributes.dim), None),
     )
     frames = torch.rand(200, 3, 32, 32)
     torch.manual_seed(0)

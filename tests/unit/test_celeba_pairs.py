@@ -189,7 +189,7 @@ def test_voxceleb2_config_reads_224_clips_at_256(tmp_path):
     )  # fmt: skip
     cfg = _compose(
         "data=voxceleb2", f"data.root={root}", "data.num_workers=0", "data.batch_size=2",
-        f"data.cache_dir={tmp_path / 'cache'}", "data.num_val_pairs=2", "data.num_repeats=1",
+        f"data.cache_dir={tmp_path / 'cache'}", "data.num_val_pairs=2", "data.num_repeats=2",
     )  # fmt: skip
     assert cfg.data.image_size == 256 and cfg.data._target_.endswith("VoxCelebDataModule")
     assert not [p for p in missing_paths(cfg) if p.startswith("data")]

@@ -216,7 +216,8 @@ def test_synthetic_config_validates_on_val(compose_train):
     assert cfg.data.generator.num_val_ids == 4 and cfg.data.generator.val_clips_per_id == 2
     assert cfg.data.generator.num_test_ids == 4  # the test identities are unchanged
     vox = compose_train("data=voxceleb", tiny=False)
-    assert instantiate(vox.data, root=os.devnull).val_split == "test"
+    vox_module = instantiate(vox.data, root=os.devnull)  # validation persons carved from train
+    assert vox_module.val_split == "train" and vox_module.val_persons == 0.02
 
 
 # -- sampler benchmark ----------------------------------------------------------------------------
