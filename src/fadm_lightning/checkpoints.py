@@ -243,7 +243,8 @@ def load_pipeline(
             the composed ``conf/coarse/fomm.yaml``), without it its keys override it.
         attributes: likewise for the attribute extractor.
         need_coarse: build the coarse generator (``rectify`` does not need one: a placeholder
-            ``CoarseGenerator()`` takes its place).
+            ``CoarseGenerator()`` takes its place, unless the model's denoiser also sees the
+            coarse generator's warped source, ``guide_inputs=[deformed]``).
         check_part: called on each frozen part as soon as it is built (:data:`PartCheck`).
     Returns:
         ``(pipeline, config)``: ``config`` holds the ``data``, ``model``, ``coarse`` and
@@ -285,6 +286,8 @@ def load_training_checkpoint(
     )
     cfg.coarse = merge_part_config(cfg.coarse, coarse)
     cfg.attributes = merge_part_config(cfg.attributes, attributes)
+    # a denoiser that also sees the coarse generator's warped source needs it, even in rectify
+    need_coarse = need_coarse or "deformed" in (cfg.model.get("guide_inputs") or ())
     coarse_module, attribute_module = build_frozen_parts(
         cfg.coarse, cfg.attributes, need_coarse, check_part
     )

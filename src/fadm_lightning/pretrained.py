@@ -502,6 +502,8 @@ def load_pretrained(
                 load_weights(module, weights)
         return module
 
+    # a denoiser that also sees the coarse generator's warped source needs it, even in rectify
+    need_coarse = need_coarse or "deformed" in (index.get("guide_inputs") or ())
     coarse_module, attribute_module = build_frozen_parts(
         cfg.coarse, cfg.attributes, need_coarse, check_part, build=build
     )

@@ -191,3 +191,16 @@ def test_bad_inputs_are_one_line_errors(tmp_path):
     assert result.returncode == 1
     assert f"raw_dir={missing}: no such folder" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_rectify_of_a_warped_source_model_builds_its_coarse_generator(finished):
+    """rectify asks for no coarse generator, but a denoiser that sees the warped source needs
+    one: the loader builds it (the training checkpoint and the exported folder alike)."""
+    from fadm_lightning.checkpoints import load_pipeline
+    from fadm_lightning.models.coarse.fomm import FOMMCoarseGenerator
+
+    work, _, _ = finished
+    selection = json.loads((work / "select" / "selection.json").read_text())
+    for path in (selection["chosen"]["checkpoint"], work / "pretrained"):
+        pipe, _ = load_pipeline(path, need_coarse=False)
+        assert isinstance(pipe.coarse, FOMMCoarseGenerator), path

@@ -50,24 +50,15 @@ NOT_SETTINGS = (
 
 
 def refiner_from_config(cfg: DictConfig, need_coarse: bool) -> Refiner:
-    """The model of an inference command. ``need_coarse=False`` (rectify) still builds the coarse
-    generator of a model whose denoiser also sees its warped source (``guide_inputs``)."""
-
-    def load(with_coarse: bool) -> Refiner:
-        return load_refiner(
-            ckpt=cfg.get("ckpt"),
-            release=cfg.get("model"),
-            overrides=list(cfg.get("overrides") or []),
-            coarse=cfg.get("coarse"),
-            attributes=cfg.get("attributes"),
-            need_coarse=with_coarse,
-            device=cfg.get("device", "auto"),
-        )
-
-    refiner = load(need_coarse)
-    if not need_coarse and "deformed" in getattr(refiner.pipe, "guide_inputs", ()):
-        refiner = load(True)
-    return refiner
+    return load_refiner(
+        ckpt=cfg.get("ckpt"),
+        release=cfg.get("model"),
+        overrides=list(cfg.get("overrides") or []),
+        coarse=cfg.get("coarse"),
+        attributes=cfg.get("attributes"),
+        need_coarse=need_coarse,
+        device=cfg.get("device", "auto"),
+    )
 
 
 def sampler_from_config(cfg: DictConfig) -> SamplerSettings:

@@ -133,10 +133,15 @@ class Recipe:
         return seconds
 
     # ------------------------------------------------------------------ stages
+    def clips(self) -> list[str]:
+        """The clips preprocessing kept (``clips/all/``)."""
+        folder = self.clips_dir / "all"
+        if not folder.is_dir():
+            return []
+        return sorted(p.name for p in folder.iterdir() if not p.name.startswith("."))
+
     def stage_preprocess(self) -> dict[str, Any]:
-        raw = Path(self.cfg.raw_dir)
-        if not raw.is_dir():
-            raise RecipeError(f"raw_dir={raw}: no such folder (expected raw talking-head videos)")
+        raw = Path(self.cfg.raw_dir)  # checked before any stage runs
         overrides = [
             f"input_dir={raw.resolve()}",
             f"output_dir={self.clips_dir}",
@@ -149,11 +154,7 @@ class Recipe:
             "preprocess",
             self.command("fadm_lightning.preprocess", overrides, "preprocess"),
         )
-        clips = (
-            sorted(p.name for p in (self.clips_dir / "all").iterdir())
-            if (self.clips_dir / "all").is_dir()
-            else []
-        )
+        clips = self.clips()
         if not clips:
             raise RecipeError(
                 f"preprocess kept no clip from {raw} (see {self.clips_dir}/preprocess_summary.json)"
@@ -164,11 +165,8 @@ class Recipe:
         from fadm_lightning.data.voxceleb import person_id
 
         began = time.perf_counter()
-        clips = sorted(
-            p.name for p in (self.clips_dir / "all").iterdir() if not p.name.startswith(".")
-        )
         by_person: dict[str, list[str]] = {}
-        for clip in clips:
+        for clip in self.clips():
             by_person.setdefault(person_id(clip), []).append(clip)
         persons = split_persons(
             sorted(by_person),
@@ -324,7 +322,6 @@ class Recipe:
             *sampler,
             f"num_threads={int(self.preset.threads)}",
             f"device={self.preset.get('device', 'cpu')}",
-            "sampler.seed=0",
             *self.preset.evaluate,
             f'ckpt_overrides=["data.root={self.data_dir}",'
             f'"data.test_max_frames={"null" if frames is None else int(frames)}",'
@@ -490,7 +487,8 @@ def choose(rows: list[dict[str, Any]]) -> dict[str, Any]:
         raise RecipeError("select: the sampling benchmark gave no row")
     coarse = next((r for r in rows if r.get("setting") == "coarse"), {})
     best = max(candidates, key=lambda r: float(r["psnr"]))
-    return {**best, "coarse_psnr": coarse.get("psnr")}
+    beats = coarse.get("psnr") is None or float(best["psnr"]) > float(coarse["psnr"])
+    return {**best, "coarse_psnr": coarse.get("psnr"), "beats_coarse": beats}
 
 
 def sampler_overrides(setting: str, prefix: str) -> list[str]:

@@ -12,6 +12,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from fadm_lightning.evaluation.tables import format_value
+
 if TYPE_CHECKING:
     from fadm_lightning.workflows.recipe import Recipe
 
@@ -26,18 +28,6 @@ STAGE_LABELS = {
     "evaluate": "evaluate once (test persons)",
     "export": "export the pretrained folder",
 }
-
-
-def _fmt(value: Any, key: str) -> str:
-    if value is None:
-        return "unavailable"
-    if key in ("psnr",):
-        return f"{value:.2f}"
-    if key in ("fid",):
-        return f"{value:.1f}"
-    if key in ("akd",):
-        return f"{value:.3f}"
-    return f"{value:.4f}"
 
 
 def _results(path: Path) -> dict[str, Any] | None:
@@ -57,7 +47,9 @@ def metric_table(results: dict[str, Any], keys: tuple[str, ...] | None = None) -
         key=lambda r: ROW_ORDER.index(r["method"]) if r["method"] in ROW_ORDER else 99,
     )
     for row in rows:
-        cells = [_fmt(row["values"].get(c["key"]), c["key"]) for c in columns]
+        cells = [
+            format_value(c["key"], row["values"].get(c["key"]), c["available"]) for c in columns
+        ]
         lines.append(f"| {row['method']} | " + " | ".join(cells) + " |")
     return lines
 
@@ -68,11 +60,8 @@ def margins(results: dict[str, Any]) -> dict[str, Any]:
     by = {r["method"]: r["values"] for r in results["rows"]}
     coarse, refined, copy = by.get("coarse", {}), by.get("refined", {}), by.get("copy source", {})
 
-    def get(row, key):
-        return row.get(key)
-
     out: dict[str, Any] = {}
-    if get(coarse, "psnr") is not None and get(refined, "psnr") is not None:
+    if coarse.get("psnr") is not None and refined.get("psnr") is not None:
         out["psnr_gain_db"] = refined["psnr"] - coarse["psnr"]
         out["l1_change"] = refined["l1"] / coarse["l1"] - 1
         checks = {
@@ -81,15 +70,15 @@ def margins(results: dict[str, Any]) -> dict[str, Any]:
             "SSIM higher": refined["ssim"] > coarse["ssim"],
         }
         for key, label in (("stlpips", "ST-LPIPS lower"),):
-            if get(refined, key) is not None and get(coarse, key) is not None:
+            if refined.get(key) is not None and coarse.get(key) is not None:
                 checks[label] = refined[key] < coarse[key]
         for key, label in (("akd", "AKD not worse"), ("aed", "AED not worse")):
-            if get(refined, key) is not None and get(coarse, key) is not None:
+            if refined.get(key) is not None and coarse.get(key) is not None:
                 checks[label] = refined[key] <= coarse[key]
-        if get(refined, "flicker") is not None and get(coarse, "flicker") is not None:
+        if refined.get("flicker") is not None and coarse.get("flicker") is not None:
             checks["flicker not worse"] = refined["flicker"] <= coarse["flicker"]
         out["checks"] = checks
-    if get(copy, "l1") is not None and get(coarse, "l1") is not None:
+    if copy.get("l1") is not None and coarse.get("l1") is not None:
         out["coarse_beats_copy_source_l1"] = coarse["l1"] < copy["l1"]
     return out
 
@@ -172,6 +161,7 @@ def sample_grid(videos: list[Path], path: Path, frames_per_clip: int = 3) -> Pat
 
 
 def write_report(recipe: Recipe) -> str:
+    from fadm_lightning.workflows.recipe import choose
     work = recipe.work
     preset = recipe.preset
     split = recipe.record("split") or {}
@@ -271,7 +261,13 @@ def write_report(recipe: Recipe) -> str:
         lines += [
             "",
             f"Chosen: variant **{chosen['variant']}**, sampler `{chosen['setting']}`, "
-            f"checkpoint `{chosen['checkpoint']}`.",
+            f"checkpoint `{chosen['checkpoint']}`."
+            + (
+                ""
+                if choose(select["rows"])["beats_coarse"]
+                else " **No variant and sampler beats the coarse frames on the validation "
+                "persons**: the best of them is kept and exported, but it does not improve on them."
+            ),
             "",
         ]
 
