@@ -162,6 +162,7 @@ def sample_grid(videos: list[Path], path: Path, frames_per_clip: int = 3) -> Pat
 
 def write_report(recipe: Recipe) -> str:
     from fadm_lightning.workflows.recipe import choose
+
     work = recipe.work
     preset = recipe.preset
     split = recipe.record("split") or {}
