@@ -30,6 +30,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from fadm_lightning.models.agcn import AGCN
+from fadm_lightning.sampler import OFFICIAL_SAMPLER as OFFICIAL_SAMPLER  # re-exported
 
 Annotation = Mapping[str, torch.Tensor] | None
 
@@ -40,16 +41,6 @@ TARGETS = ("image", "residual")
 #: "deformed" is the source warped by the coarse generator's motion, before its decoder (FOMM's
 #: output of that name); "source" is the source portrait itself
 GUIDE_INPUTS = ("deformed", "source")
-
-#: the official sampler (REFERENCE_SPEC §4.6): every training timestep, DDIM η = 1, from pure
-#: noise, x̂_0 not clipped (the default sampler of the official release)
-OFFICIAL_SAMPLER = {
-    "steps": 100,
-    "eta": 1.0,
-    "strength": 1.0,
-    "clip_sample": False,
-    "start_noise": True,
-}
 
 
 def official_scheduler(
@@ -253,7 +244,7 @@ class FADMPipeline:
         Returns:
             The folder's path.
         """
-        from fadm_lightning.pretrained import save_pretrained
+        from fadm_lightning.loading.folder import save_pretrained
 
         return save_pretrained(
             self, folder, model_card_metrics=model_card_metrics, overwrite=overwrite, name=name
@@ -275,9 +266,9 @@ class FADMPipeline:
             overrides: dot-list overrides of the frozen parts' configs
                 (``["coarse.yaw=20"]``, ``["coarse.checkpoint=/w/vox-cpk.pth.tar"]``).
         """
-        from fadm_lightning.pretrained import load_pretrained
+        from fadm_lightning.loading.folder import load_pretrained
 
-        return load_pretrained(folder, overrides=overrides, device=device)[0]
+        return load_pretrained(folder, overrides=overrides, device=device, pipeline_cls=cls)[0]
 
     @classmethod
     def from_official_release(
@@ -321,80 +312,20 @@ class FADMPipeline:
             ValueError: unknown ``coarse``, or DECA's size differs from the denoiser's.
             OfficialReleaseMissingError: required files are missing (each one is listed).
         """
-        from fadm_lightning.models.attributes import deca as deca_module
-        from fadm_lightning.models.coarse.facevid import FacevidCoarseGenerator
-        from fadm_lightning.models.coarse.fomm import FOMMCoarseGenerator
-        from fadm_lightning.models.official.checkpoint import load_diffusion_checkpoint
-        from fadm_lightning.models.official.denoiser import OfficialFADMDenoiser
-        from fadm_lightning.models.official.release import (
-            OfficialReleaseMissingError,
-            missing_release_files,
-        )
+        from fadm_lightning.models.official.release import assemble_official_release
 
-        if coarse not in ("facevid", "fomm"):
-            raise ValueError(
-                f"from_official_release: coarse must be 'facevid' or 'fomm', got {coarse!r}"
-            )
-        problems = missing_release_files(diffusion, deca, facevid, fomm, coarse)
-        if problems:
-            lines = "\n".join(f"  - {problem}" for problem in problems)
-            raise OfficialReleaseMissingError(
-                f"Cannot load the official FADM release: {len(problems)} required file(s) "
-                f"missing:\n{lines}\nSet them on the command line (model.diffusion=…, "
-                "model.deca=…, model.facevid=…, model.fomm=… with model=fadm_official_release; "
-                "diffusion=…, deca=…, facevid=…, fomm=… for convert_release), in "
-                "conf/model/fadm_official_release.yaml or via paths.pretrained_dir; see "
-                "docs/official_release.md."
-            )
-
-        # 1. denoiser (AGCN and UNet in one module)
-        denoiser_args = dict(denoiser_options or {})
-        denoiser = OfficialFADMDenoiser(**denoiser_args)
-        load_diffusion_checkpoint(diffusion, denoiser)
-        denoiser.requires_grad_(False).eval()
-
-        # 2. coarse generator and attributes (frozen by construction)
-        if coarse == "facevid":
-            coarse_class, coarse_args = FacevidCoarseGenerator, dict(facevid_options or {})
-            coarse_args["checkpoint"] = str(facevid)
-        else:
-            coarse_class, coarse_args = FOMMCoarseGenerator, dict(fomm_options or {})
-            coarse_args["checkpoint"] = str(fomm)
-        coarse_generator = coarse_class(**coarse_args)
-        attributes_class = deca_module.DECAAttributes
-        attributes = attributes_class(checkpoint=str(deca))
-        if getattr(attributes, "dim", denoiser.attr_dim) != denoiser.attr_dim:
-            raise ValueError(
-                f"attribute size mismatch: DECA gives {attributes.dim}, the denoiser expects "
-                f"{denoiser.attr_dim}"
-            )
-        for module in (denoiser, coarse_generator, attributes):
-            module.to(device)
-
-        def target(kind: type) -> str:
-            return f"{kind.__module__}.{kind.__qualname__}"
-
-        return cls(
-            agcn=denoiser,
-            unet=denoiser,
-            scheduler=denoiser.make_scheduler(),
-            coarse=coarse_generator,
-            attributes=attributes,
+        return assemble_official_release(
+            cls,
+            diffusion,
+            deca,
+            facevid=facevid,
+            fomm=fomm,
+            coarse=coarse,
             attributes_from=attributes_from,
-            image_size=denoiser.image_size,
-            default_sampler=OFFICIAL_SAMPLER,
-            part_configs={
-                "unet": {"_target_": target(OfficialFADMDenoiser), **denoiser_args},
-                "coarse": {"_target_": target(coarse_class), **coarse_args},
-                "attributes": {"_target_": target(attributes_class), "checkpoint": str(deca)},
-            },
-            source={
-                "official_release": {
-                    "diffusion": str(diffusion),
-                    "deca": str(deca),
-                    coarse: str(facevid if coarse == "facevid" else fomm),
-                }
-            },
+            facevid_options=facevid_options,
+            fomm_options=fomm_options,
+            denoiser_options=denoiser_options,
+            device=device,
         )
 
     @property

@@ -297,12 +297,12 @@ def test_export_evaluate_and_the_card_metrics(trained, tmp_path, monkeypatch, ca
     assert run_export(f"output={folder}", "overwrite=true") == 0
     assert _files(folder) == before
     # a failure while writing leaves no partial folder and the old one untouched
-    from fadm_lightning import pretrained
+    from fadm_lightning.loading import folder as pretrained_folder
 
     def broken(module, path):
         raise OSError("disk full (simulated)")
 
-    monkeypatch.setattr(pretrained, "_save_weights", broken)
+    monkeypatch.setattr(pretrained_folder, "_save_weights", broken)
     with pytest.raises(OSError, match="disk full"):
         run_export(f"output={folder}", "overwrite=true")
     with pytest.raises(OSError, match="disk full"):

@@ -114,11 +114,14 @@ def test_frozen_parts_have_no_gradients_and_stay_out_of_optimizer_and_checkpoint
     assert not model.coarse.training and not model.attributes.training and model.unet.training
 
 
-@pytest.mark.parametrize("max_t", [None, 7])
+@pytest.mark.parametrize("max_t, min_t", [(None, 0), (7, 0), (None, 95)])
 def test_training_timesteps_cover_the_schedule_or_stay_below_max_train_timestep(
-    compose_train, max_t, monkeypatch
+    compose_train, max_t, min_t, monkeypatch
 ):
-    cfg = compose_train(f"model.max_train_timestep={'null' if max_t is None else max_t}")
+    cfg = compose_train(
+        f"model.max_train_timestep={'null' if max_t is None else max_t}",
+        f"model.min_train_timestep={min_t}",
+    )
     coarse, attributes = instantiate(cfg.coarse), instantiate(cfg.attributes)
     model = instantiate(cfg.model, coarse=coarse, attributes=attributes)
     seen = []
@@ -137,17 +140,64 @@ def test_training_timesteps_cover_the_schedule_or_stay_below_max_train_timestep(
     with torch.no_grad():
         model.model_step({"source": frames, "driving": frames})
     t = torch.cat(seen)
-    if max_t is None:  # the whole schedule (200 draws: P(max < 90) ≈ 1e-9)
+    if min_t:  # t ≥ min_train_timestep only, all of them seen
+        assert set(t.tolist()) == set(range(min_t, cfg.model.scheduler.num_train_timesteps))
+    elif max_t is None:  # the whole schedule (200 draws: P(max < 90) ≈ 1e-9)
         assert 90 <= int(t.max()) < cfg.model.scheduler.num_train_timesteps
     else:
         assert set(t.tolist()) == set(range(max_t))
 
 
-def test_max_train_timestep_out_of_range_is_rejected(compose_train):
-    cfg = compose_train("model.max_train_timestep=101")
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (["model.max_train_timestep=101"], "max_train_timestep must be in"),
+        (["model.max_train_timestep=10", "model.min_train_timestep=10"], "min_train_timestep"),
+        (["model.coarse_blur=-1"], "coarse_blur must be"),
+    ],
+)
+def test_training_timestep_range_and_coarse_blur_out_of_range_are_rejected(
+    compose_train, overrides, message
+):
+    cfg = compose_train(*overrides)
     coarse, attributes = instantiate(cfg.coarse), instantiate(cfg.attributes)
-    with pytest.raises(Exception, match="max_train_timestep must be in"):  # hydra wraps it
+    with pytest.raises(Exception, match=message):  # hydra wraps it
         instantiate(cfg.model, coarse=coarse, attributes=attributes)
+
+
+def test_coarse_blur_blurs_g_in_training_only(compose_train, monkeypatch):
+    """model.coarse_blur: the residual target d − g is taken against a blurred g in training
+    (a sharp frame loses detail), and sampling sees g as it is."""
+    from fadm_lightning.systems.fadm import random_blur
+
+    torch.manual_seed(0)
+    images = torch.rand(6, 3, 32, 32)
+    blurred = random_blur(images, 1.5)
+    changed = (blurred - images).abs().flatten(1).mean(1)
+    assert changed.max() > 0.05  # noise loses most of its detail under σ ≥ 0.1 px
+    assert blurred.std() < images.std()
+    cfg = compose_train("model.coarse_blur=1.5")
+    coarse, attributes = instantiate(cfg.coarse), instantiate(cfg.attributes)
+    model = instantiate(cfg.model, coarse=coarse, attributes=attributes)
+    seen = []
+    clean = model.pipeline.clean_sample
+    monkeypatch.setattr(
+        model.pipeline, "clean_sample", lambda d, g: seen.append(g.clone()) or clean(d, g)
+    )
+    frames = torch.rand(4, 3, 32, 32)
+    monkeypatch.setattr(
+        model.pipeline,
+        "prepare",
+        lambda s, d, *a, **k: (d, torch.zeros(d.shape[0], attributes.dim), None),
+    )
+    model.train()
+    with torch.no_grad():
+        model.model_step({"source": frames, "driving": frames})
+    assert (seen[-1] - frames).abs().max() > 0.05
+    model.eval()
+    with torch.no_grad():
+        model.model_step({"source": frames, "driving": frames})
+    assert torch.equal(seen[-1], frames)
 
 
 def test_resume_continues_at_the_saved_step(compose_train, tmp_path):

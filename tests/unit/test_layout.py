@@ -1,4 +1,5 @@
-"""The package's layers: every import of fadm_lightning goes down (README, "What is where").
+"""The package's layers: every import of fadm_lightning goes down (README, "What is where"),
+with no exception, and no module's imports lead back to it.
 
 Read from the source (``ast``), so a lazy import inside a function counts as much as one at the
 top of a file. A module may import its own package and the layers below its own; two packages
@@ -16,11 +17,12 @@ PACKAGE = Path(__file__).resolve().parents[2] / "src" / "fadm_lightning"
 
 # bottom first; a name is a subpackage or a top-level module of fadm_lightning
 LAYERS = [
-    {"config", "media"},  # how configs are found; image, video, audio in and out
+    {"config", "media", "sampler"},  # configs; image, video, audio in and out; sampler settings
     {"faces", "synthetic"},  # detection, tubes, crops; the procedural world
     {"models"},  # plain nn.Modules
+    {"loading"},  # checkpoint and folder loaders, handed the pipeline class (never importing it)
     {"data", "metrics", "pipeline"},  # datasets; metrics; FADMPipeline (+ its folder format)
-    {"checkpoints"},  # one loader (training checkpoint or pretrained folder); the folder format
+    {"checkpoints"},  # load_pipeline / the folder format, bound to FADMPipeline
     {"inference", "evaluation", "systems"},  # refiner facade; evaluator; LightningModules
     {"callbacks", "benchmarks"},  # built by Hydra for train/evaluate; measurement commands
     {"workflows"},  # chains of commands (the real-face recipe) and their reports
@@ -40,13 +42,6 @@ LAYERS = [
 ]
 # modules that belong to a layer under another name
 ALIASES = {"pretrained": "checkpoints"}  # the folder format builds on the checkpoint loader
-# the only imports that go up, each with its reason
-UPWARD = {
-    ("fadm_lightning.pipeline", "fadm_lightning.pretrained"): (
-        "FADMPipeline.save_pretrained / from_pretrained (the diffusers way) delegate, lazily, to "
-        "the folder format"
-    ),
-}
 
 
 def _unit(module: str) -> str:
@@ -94,7 +89,7 @@ def test_imports_go_down():
     wrong = []
     for module, target, line in _imports():
         source, dest = _unit(module), _unit(target)
-        if dest in ("", source) or (module, target) in UPWARD:
+        if dest in ("", source):
             continue
         if _layer(dest) >= _layer(source):
             wrong.append(f"{module}:{line} imports {target}")
@@ -112,3 +107,83 @@ def test_the_bottom_never_reaches_up(bottom):
         if _unit(m) == bottom and _unit(t) in above
     ]
     assert not bad, "\n".join(bad)
+
+
+def _module_graph() -> dict[str, set[str]]:
+    """module → the fadm_lightning modules it imports (lazy ones included; ``from pkg import
+    name`` counts as importing ``pkg.name`` when that is a module, else ``pkg``)."""
+    modules = {}
+    for path in sorted(PACKAGE.rglob("*.py")):
+        rel = path.relative_to(PACKAGE.parent).with_suffix("")
+        modules[".".join(rel.parts).removesuffix(".__init__")] = path
+
+    def known(name: str) -> str:
+        while name not in modules and "." in name:
+            name = name.rsplit(".", 1)[0]
+        return name
+
+    graph = {}
+    for module, path in modules.items():
+        package = module if path.name == "__init__.py" else module.rsplit(".", 1)[0]
+        deps = set()
+        for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                if node.level:
+                    base = package.split(".")[: len(package.split(".")) - node.level + 1]
+                    root = ".".join(base + ([node.module] if node.module else []))
+                else:
+                    root = node.module or ""
+                names = [f"{root}.{a.name}" for a in node.names]
+            else:
+                continue
+            deps |= {known(n) for n in names if n.split(".")[0] == "fadm_lightning"}
+        graph[module] = deps - {module}
+    return graph
+
+
+def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The strongly connected parts of more than one module (Tarjan)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    cycles = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        for w in graph.get(v, ()):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            part = []
+            while True:
+                w = stack.pop()
+                part.append(w)
+                if w == v:
+                    break
+            if len(part) > 1:
+                cycles.append(sorted(part))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return cycles
+
+
+def test_no_import_cycle():
+    """No module's imports, lazy ones included, lead back to it."""
+    cycles = _cycles(_module_graph())
+    assert not cycles, f"import cycles: {cycles}"
+
+
+def test_the_cycle_check_sees_a_cycle():
+    """The check can fail: a lazy import of pipeline from the folder loader is a cycle."""
+    graph = _module_graph()
+    assert "fadm_lightning.loading.folder" in graph["fadm_lightning.pipeline"]
+    graph["fadm_lightning.loading.folder"].add("fadm_lightning.pipeline")
+    assert ["fadm_lightning.loading.folder", "fadm_lightning.pipeline"] in _cycles(graph)

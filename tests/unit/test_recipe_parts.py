@@ -14,11 +14,11 @@ from fadm_lightning.metrics.temporal import TemporalAccumulator, temporal_metric
 from fadm_lightning.workflows.recipe import (
     RecipeError,
     check_disjoint,
-    choose,
     sampler_overrides,
     setting_label,
     split_persons,
 )
+from fadm_lightning.workflows.report import choose
 
 PERSONS = [f"id{i:05d}" for i in range(20)]
 

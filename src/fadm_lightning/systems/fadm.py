@@ -8,6 +8,7 @@ into training checkpoints (they are rebuilt from their own files). Sampling goes
 
 from __future__ import annotations
 
+import math
 import random
 from collections.abc import Callable
 from typing import Any
@@ -16,6 +17,7 @@ import lightning as L
 import numpy as np
 import torch
 import torch.nn.functional as F
+import torchvision.transforms.functional as TF
 from diffusers import DDIMScheduler
 from diffusers.training_utils import EMAModel
 from torch import nn
@@ -29,6 +31,19 @@ from fadm_lightning.synthetic.annotations import collated_clip_frames
 
 FROZEN_PREFIXES = ("coarse.", "attributes.")
 METRICS = ("l1", "psnr", "ssim")
+
+
+def random_blur(images: torch.Tensor, max_sigma: float) -> torch.Tensor:
+    """Each of B×C×H×W images blurred by a Gaussian of its own σ ~ U(0, max_sigma) pixels."""
+    sigmas = torch.rand(images.shape[0]) * max_sigma
+    size = 2 * math.ceil(3 * max_sigma) + 1
+    out = []
+    for image, sigma in zip(images, sigmas.tolist(), strict=True):
+        if sigma < 0.1:  # narrower than a tenth of a pixel: unchanged
+            out.append(image)
+        else:
+            out.append(TF.gaussian_blur(image, [size, size], [sigma, sigma]))
+    return torch.stack(out)
 
 
 class FADMLitModule(L.LightningModule):
@@ -57,6 +72,13 @@ class FADMLitModule(L.LightningModule):
     max_train_timestep: train on t ~ U{0, …, max_train_timestep − 1} only (None: the whole
         schedule, as in the paper). A model that is only ever sampled from the coarse frame
         noised to t < max_train_timestep (``val_strength`` < 1) spends its training there.
+    min_train_timestep: train on t ≥ this only (0: the whole schedule, as in the paper). A
+        refiner that is only ever sampled in one call from pure noise (t = T − 1, the
+        conditional mean of its x̂_0) spends its training on the high-noise steps.
+    coarse_blur: in training only, blur each coarse frame g with a Gaussian of σ ~ U(0,
+        coarse_blur) pixels before it is used (0: off, the paper). A coarse generator trained on
+        the refiner's own training persons is sharper on them than on new persons (measured in
+        docs/real_faces.md); the blur shows the refiner the coarse frames it meets at test time.
     ema_decay: decay of an EMA of the trainable weights (None: no EMA). EMA weights are used
         for validation/test sampling and saved in checkpoints.
     attributes_from: passed to the pipeline ("driving": paper; "coarse": official demo).
@@ -82,6 +104,8 @@ class FADMLitModule(L.LightningModule):
         guide_inputs: list[str] | tuple[str, ...] = (),
         snr_gamma: float | None = None,
         max_train_timestep: int | None = None,
+        min_train_timestep: int = 0,
+        coarse_blur: float = 0.0,
         ema_decay: float | None = None,
         attributes_from: str = "driving",
         val_num_inference_steps: int = 25,
@@ -102,6 +126,14 @@ class FADMLitModule(L.LightningModule):
         if max_train_timestep is not None and not 0 < max_train_timestep <= num_train_timesteps:
             raise ValueError(
                 f"max_train_timestep must be in [1, {num_train_timesteps}], got {max_train_timestep}"
+            )
+        if coarse_blur < 0:
+            raise ValueError(f"coarse_blur must be ≥ 0 (pixels), got {coarse_blur}")
+        t_max = max_train_timestep or num_train_timesteps
+        if not 0 <= min_train_timestep < t_max:
+            raise ValueError(
+                f"min_train_timestep must be in [0, {t_max - 1}] (below max_train_timestep or the "
+                f"{num_train_timesteps} training timesteps), got {min_train_timestep}"
             )
         self.save_hyperparameters(
             ignore=[
@@ -211,11 +243,14 @@ class FADMLitModule(L.LightningModule):
         driving = batch["driving"]
         # 1. frozen parts: coarse frame g and attr_s − attr_d
         coarse, attr_diff, guide = self.prepare_batch(batch)
+        if self.training and self.hparams.get("coarse_blur", 0.0) > 0:
+            coarse = random_blur(coarse, self.hparams.coarse_blur)
         # 2. forward process: x_t = √ᾱ_t·x_0 + √(1−ᾱ_t)·ε with x_0 = d in [0, 1] (or d − g)
         x0 = self.pipeline.clean_sample(driving, coarse)
         noise = torch.randn_like(x0)
         t_max = self.hparams.max_train_timestep or self.scheduler.config.num_train_timesteps
-        t = torch.randint(0, t_max, (x0.shape[0],), device=self.device)
+        t_min = self.hparams.get("min_train_timestep", 0)
+        t = torch.randint(t_min, t_max, (x0.shape[0],), device=self.device)
         x_t = self.scheduler.add_noise(x0, noise, t)
         # 3. AGCN condition (eq. 7–10) and the denoiser's output (ε̂, x̂_0 or v̂)
         condition, color_loss = self.agcn(coarse, attr_diff, t, driving=driving)

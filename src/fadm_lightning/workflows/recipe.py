@@ -44,6 +44,8 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from fadm_lightning.workflows.report import choose, write_report
+
 STAGES = ("preprocess", "split", "coarse", "refiner", "select", "evaluate", "export", "report")
 SPLITS = ("train", "val", "test")
 
@@ -298,7 +300,10 @@ class Recipe:
                             **row,
                         }
                     )
-        chosen = choose(rows)
+        try:
+            chosen = choose(rows)
+        except ValueError as err:
+            raise RecipeError(f"select: {err}") from err
         selection = {"rows": rows, "chosen": chosen}
         (folder / "selection.json").write_text(json.dumps(selection, indent=1))
         self.log(
@@ -375,8 +380,6 @@ class Recipe:
         return {"seconds": seconds, "folder": str(output)}
 
     def stage_report(self) -> dict[str, Any]:
-        from fadm_lightning.workflows.report import write_report
-
         began = time.perf_counter()
         text = write_report(self)
         print(text, flush=True)
@@ -478,17 +481,6 @@ def setting_label(setting: str) -> str:
     from fadm_lightning.benchmarks.sampling import parse_setting, setting_name
 
     return setting_name(*parse_setting(setting))
-
-
-def choose(rows: list[dict[str, Any]]) -> dict[str, Any]:
-    """The (variant, sampler) row with the highest PSNR on the validation persons."""
-    candidates = [r for r in rows if r.get("setting") not in (None, "", "coarse")]
-    if not candidates:
-        raise RecipeError("select: the sampling benchmark gave no row")
-    coarse = next((r for r in rows if r.get("setting") == "coarse"), {})
-    best = max(candidates, key=lambda r: float(r["psnr"]))
-    beats = coarse.get("psnr") is None or float(best["psnr"]) > float(coarse["psnr"])
-    return {**best, "coarse_psnr": coarse.get("psnr"), "beats_coarse": beats}
 
 
 def sampler_overrides(setting: str, prefix: str) -> list[str]:

@@ -23,13 +23,18 @@ video).
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
+
+import torch
 
 from fadm_lightning.models.attributes.deca import CHECKPOINT_DESCRIPTION as DECA_DESCRIPTION
 from fadm_lightning.models.coarse.facevid.checkpoint import (
     EXPECTED_CHECKPOINT as FACEVID_DESCRIPTION,
 )
 from fadm_lightning.models.coarse.fomm.checkpoint import EXPECTED_CHECKPOINT as FOMM_DESCRIPTION
+from fadm_lightning.sampler import OFFICIAL_SAMPLER
 
 from .checkpoint import EXPECTED_CHECKPOINT as DIFFUSION_DESCRIPTION
 
@@ -66,3 +71,91 @@ def missing_release_files(
             state = "not set" if value is None else f"'{value}' not found"
             problems.append(f"{name}: {state}. Expected {RELEASE_FILES[name]}.")
     return problems
+
+
+def assemble_official_release(
+    pipeline_cls: type,
+    diffusion: str | os.PathLike[str] | None,
+    deca: str | os.PathLike[str] | None,
+    facevid: str | os.PathLike[str] | None = None,
+    fomm: str | os.PathLike[str] | None = None,
+    coarse: str = "facevid",
+    attributes_from: str = "coarse",
+    facevid_options: Mapping[str, Any] | None = None,
+    fomm_options: Mapping[str, Any] | None = None,
+    denoiser_options: Mapping[str, Any] | None = None,
+    device: str | torch.device = "cpu",
+) -> Any:
+    """The official release's files as a ``pipeline_cls`` (FADMPipeline hands itself in:
+    :meth:`FADMPipeline.from_official_release` documents the arguments)."""
+    from fadm_lightning.models.attributes import deca as deca_module
+    from fadm_lightning.models.coarse.facevid import FacevidCoarseGenerator
+    from fadm_lightning.models.coarse.fomm import FOMMCoarseGenerator
+    from fadm_lightning.models.official.checkpoint import load_diffusion_checkpoint
+    from fadm_lightning.models.official.denoiser import OfficialFADMDenoiser
+
+    if coarse not in ("facevid", "fomm"):
+        raise ValueError(
+            f"from_official_release: coarse must be 'facevid' or 'fomm', got {coarse!r}"
+        )
+    problems = missing_release_files(diffusion, deca, facevid, fomm, coarse)
+    if problems:
+        lines = "\n".join(f"  - {problem}" for problem in problems)
+        raise OfficialReleaseMissingError(
+            f"Cannot load the official FADM release: {len(problems)} required file(s) "
+            f"missing:\n{lines}\nSet them on the command line (model.diffusion=…, "
+            "model.deca=…, model.facevid=…, model.fomm=… with model=fadm_official_release; "
+            "diffusion=…, deca=…, facevid=…, fomm=… for convert_release), in "
+            "conf/model/fadm_official_release.yaml or via paths.pretrained_dir; see "
+            "docs/official_release.md."
+        )
+
+    # 1. denoiser (AGCN and UNet in one module)
+    denoiser_args = dict(denoiser_options or {})
+    denoiser = OfficialFADMDenoiser(**denoiser_args)
+    load_diffusion_checkpoint(diffusion, denoiser)
+    denoiser.requires_grad_(False).eval()
+
+    # 2. coarse generator and attributes (frozen by construction)
+    if coarse == "facevid":
+        coarse_class, coarse_args = FacevidCoarseGenerator, dict(facevid_options or {})
+        coarse_args["checkpoint"] = str(facevid)
+    else:
+        coarse_class, coarse_args = FOMMCoarseGenerator, dict(fomm_options or {})
+        coarse_args["checkpoint"] = str(fomm)
+    coarse_generator = coarse_class(**coarse_args)
+    attributes_class = deca_module.DECAAttributes
+    attributes = attributes_class(checkpoint=str(deca))
+    if getattr(attributes, "dim", denoiser.attr_dim) != denoiser.attr_dim:
+        raise ValueError(
+            f"attribute size mismatch: DECA gives {attributes.dim}, the denoiser expects "
+            f"{denoiser.attr_dim}"
+        )
+    for module in (denoiser, coarse_generator, attributes):
+        module.to(device)
+
+    def target(kind: type) -> str:
+        return f"{kind.__module__}.{kind.__qualname__}"
+
+    return pipeline_cls(
+        agcn=denoiser,
+        unet=denoiser,
+        scheduler=denoiser.make_scheduler(),
+        coarse=coarse_generator,
+        attributes=attributes,
+        attributes_from=attributes_from,
+        image_size=denoiser.image_size,
+        default_sampler=OFFICIAL_SAMPLER,
+        part_configs={
+            "unet": {"_target_": target(OfficialFADMDenoiser), **denoiser_args},
+            "coarse": {"_target_": target(coarse_class), **coarse_args},
+            "attributes": {"_target_": target(attributes_class), "checkpoint": str(deca)},
+        },
+        source={
+            "official_release": {
+                "diffusion": str(diffusion),
+                "deca": str(deca),
+                coarse: str(facevid if coarse == "facevid" else fomm),
+            }
+        },
+    )
