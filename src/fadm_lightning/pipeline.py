@@ -90,6 +90,16 @@ def _expand(x: torch.Tensor, batch: int) -> torch.Tensor:
     return x.expand(batch, *x.shape[1:]) if x.shape[0] == 1 and batch > 1 else x
 
 
+def resize_to(images: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
+    """B×C×h×w images at ``size`` (H, W): unchanged when they have it, else bilinear with
+    antialiasing (a coarse generator's outputs at another resolution than the frames)."""
+    if tuple(images.shape[-2:]) == tuple(size):
+        return images
+    return torch.nn.functional.interpolate(
+        images, size=tuple(size), mode="bilinear", align_corners=False, antialias=True
+    )
+
+
 def _expand_annotation(annotation: Annotation, batch: int) -> Annotation:
     if annotation is None:
         return None
@@ -388,18 +398,7 @@ class FADMPipeline:
             parts.append(image.clamp(0, 1))
         size = parts[0].shape[-2:] if driving is None else driving.shape[-2:]
         batch = max(p.shape[0] for p in parts)
-        parts = [
-            _expand(
-                p
-                if p.shape[-2:] == size
-                else torch.nn.functional.interpolate(
-                    p, size=tuple(size), mode="bilinear", align_corners=False, antialias=True
-                ),
-                batch,
-            )
-            for p in parts
-        ]
-        return torch.cat(parts, dim=1)
+        return torch.cat([_expand(resize_to(p, size), batch) for p in parts], dim=1)
 
     def clean_sample(self, frame: torch.Tensor, coarse: torch.Tensor) -> torch.Tensor:
         """x_0 of the chain for a real frame: the frame itself, or its residual x − g."""
@@ -418,6 +417,7 @@ class FADMPipeline:
         driving_annotation: Annotation = None,
         attributes_from: str | None = None,
         with_guide: bool = False,
+        coarse_output: dict[str, torch.Tensor] | None = None,
     ):
         """Coarse frame g and attribute difference attr_s − attr_d (eq. 9) for B frames.
 
@@ -425,6 +425,8 @@ class FADMPipeline:
         ``attributes_from`` overrides the pipeline's choice (training always uses "driving").
         ``with_guide``: also return the ``guide_inputs`` images (:meth:`guide`; None when the
         model has none) as a third element.
+        ``coarse_output``: a dict filled with the coarse generator's whole output (FOMM's
+        ``deformed`` and the rest), for baselines that need no more calls.
         """
         if self.coarse is None or self.attributes is None:
             raise RuntimeError(
@@ -433,20 +435,22 @@ class FADMPipeline:
         batch = driving.shape[0]
         source = _expand(source, batch)
         source_annotation = _expand_annotation(source_annotation, batch)
-        coarse_output = self.coarse(
+        output = self.coarse(
             source,
             driving,
             source_annotation=source_annotation,
             driving_annotation=driving_annotation,
         )
-        coarse = coarse_output["prediction"]
+        if coarse_output is not None:
+            coarse_output.update(output)
+        coarse = output["prediction"]
         attr_s = self.attributes(source, annotation=source_annotation)
         if (attributes_from or self.attributes_from) == "driving":
             attr_d = self.attributes(driving, annotation=driving_annotation)
         else:
             attr_d = self.attributes(coarse)
         if with_guide:
-            guide = self.guide(source, coarse_output, driving)
+            guide = self.guide(source, output, driving)
             return coarse.clamp(0, 1), attr_s - attr_d, guide
         return coarse.clamp(0, 1), attr_s - attr_d
 

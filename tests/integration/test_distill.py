@@ -118,8 +118,9 @@ def test_distillation_trains_and_saves_a_plain_checkpoint(compose_train, tmp_pat
 
     table = compare(str(teacher), str(tmp_path / "student"), ["2:0:1"], ["2:0:1:clip:nonoise"])
     models = [(r["model"], r.get("own", False)) for r in table["rows"]]
-    assert models[0] == ("coarse", False) and ("teacher", True) in models
-    assert ("student", True) in models and len(models) == 5  # coarse, 2 + own each
+    assert models[:2] == [("coarse", False), ("copy source", False)]
+    assert ("teacher", True) in models and ("student", True) in models
+    assert len(models) == 6  # coarse, copy source, 2 + own each
     student_own = next(r for r in table["rows"] if r["model"] == "student" and r["own"])
     assert student_own["calls"] == 1 and student_own["tdiff"] is not None
     assert set(table["summary"]["targets"]) == {

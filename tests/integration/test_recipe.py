@@ -93,6 +93,9 @@ def test_raw_videos_to_report_and_pretrained_folder(finished):
     # the choices were made on the validation person only
     selection = json.loads((work / "select" / "selection.json").read_text())
     assert selection["chosen"]["variant"] == "warped_source"
+    # beside the refined rows, the trivial baselines of the validation table (FOMM has a warp)
+    settings = {r["setting"] for r in selection["rows"]}
+    assert {"coarse", "copy source", "warped source"} <= settings
     split = json.loads((work / "data" / "split.json").read_text())
     assert split["persons"] == {k: sorted(v) for k, v in SPLIT.items()}
     assert all(name.startswith("vr_3#") for name in split["clips"]["test"])

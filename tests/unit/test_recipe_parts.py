@@ -74,6 +74,9 @@ def test_sampler_settings_round_trip():
         {"variant": "a", "setting": "coarse", "frames": "coarse", "psnr": "30.0"},
         {"variant": "a", "setting": "1:0:1", "frames": setting_label("1:0:1"), "psnr": "31.0"},
         {"variant": "b", "setting": "2:0:1", "frames": setting_label("2:0:1"), "psnr": "32.5"},
+        # baselines of the benchmark are never chosen, however well they score
+        {"variant": "b", "setting": "warped source", "frames": "warped source", "psnr": "40.0"},
+        {"variant": "b", "setting": "copy source", "frames": "copy source", "psnr": "39.0"},
     ]
     chosen = choose(rows)
     assert chosen["variant"] == "b" and chosen["setting"] == "2:0:1"

@@ -29,6 +29,7 @@ from pathlib import Path
 import torch
 
 from fadm_lightning.benchmarks.sampling import (
+    REFERENCE_ROWS,
     SPLIT_CHOICES,
     evaluate,
     parse_setting,
@@ -89,9 +90,9 @@ def compare(
         ("student", student, s_settings, s_own),
     ):
         for row in evaluate(ckpt, settings, max_clips=max_clips, split=split):
-            if row["frames"] == "coarse":
+            if row["frames"] in REFERENCE_ROWS:  # coarse frames and baselines: the same for both
                 if model == "teacher":
-                    rows.append({"model": "coarse", "sampler": "—", **row})
+                    rows.append({"model": row["frames"], "sampler": "—", **row})
                 continue
             sampler = row["frames"].removeprefix("refined (").removesuffix(")")
             row["own"] = row["frames"] == setting_name(*own)

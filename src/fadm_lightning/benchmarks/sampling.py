@@ -8,7 +8,8 @@ from the coarse frame noised to that fraction of the schedule; ``clip`` clamps e
 to the frame range; ``nonoise`` starts from the coarse frame without noise, the sampler of a
 distilled student, e.g. ``1:0:1:clip:nonoise``). Same-identity reconstruction on whole clips of
 the checkpoint's own data config (source = first frame, driving = every frame); prints a
-Markdown table of L1 / PSNR / SSIM, the temporal figures of each clip (tdiff, flicker:
+Markdown table of L1 / PSNR / SSIM (beside the refined rows: the coarse frames, the source frame
+copied, and the coarse generator's warped source where it has one, FOMM's ``deformed``), the temporal figures of each clip (tdiff, flicker:
 :mod:`fadm_lightning.metrics.temporal`), denoiser calls per frame, and wall and CPU seconds per
 frame of the refinement, and writes it as CSV with ``--csv``.
 
@@ -39,9 +40,12 @@ from fadm_lightning.checkpoints import load_pipeline
 from fadm_lightning.data.voxceleb import VoxCelebClipDataset
 from fadm_lightning.metrics.image import frame_metrics
 from fadm_lightning.metrics.temporal import temporal_metrics
+from fadm_lightning.pipeline import resize_to
 from fadm_lightning.synthetic.annotations import collated_clip_frames
 
 FLAGS = ("clip", "nonoise")
+#: the rows that are not a sampler setting, in table order
+REFERENCE_ROWS = ("coarse", "copy source", "warped source")
 
 
 def parse_setting(text: str) -> tuple[int, float, float, bool, bool]:
@@ -128,14 +132,19 @@ def evaluate(
         for start in range(0, video.shape[0], chunk):
             frames = slice(start, start + chunk)
             driving = video[frames]
+            coarse_output: dict[str, torch.Tensor] = {}
             coarse, attr_diff, guide = pipe.prepare(
                 source,
                 driving,
                 source_ann,
                 collated_clip_frames(annotation, frames),
                 with_guide=True,
+                coarse_output=coarse_output,
             )
-            results = {"coarse": coarse}
+            results = {"coarse": coarse, "copy source": source.expand_as(driving)}
+            if "deformed" in coarse_output:  # FOMM's source warped by its motion: no decoder
+                deformed = coarse_output["deformed"].clamp(0, 1)
+                results["warped source"] = resize_to(deformed, driving.shape[-2:])
             for steps, eta, strength, *flags in settings:
                 clip = bool(flags and flags[0])
                 start_noise = bool(flags[1]) if len(flags) > 1 else True

@@ -243,14 +243,15 @@ class FADMLitModule(L.LightningModule):
         driving = batch["driving"]
         # 1. frozen parts: coarse frame g and attr_s − attr_d
         coarse, attr_diff, guide = self.prepare_batch(batch)
-        if self.training and self.hparams.get("coarse_blur", 0.0) > 0:
+        if self.training and self.hparams.coarse_blur > 0:
             coarse = random_blur(coarse, self.hparams.coarse_blur)
         # 2. forward process: x_t = √ᾱ_t·x_0 + √(1−ᾱ_t)·ε with x_0 = d in [0, 1] (or d − g)
         x0 = self.pipeline.clean_sample(driving, coarse)
         noise = torch.randn_like(x0)
         t_max = self.hparams.max_train_timestep or self.scheduler.config.num_train_timesteps
-        t_min = self.hparams.get("min_train_timestep", 0)
-        t = torch.randint(t_min, t_max, (x0.shape[0],), device=self.device)
+        t = torch.randint(
+            self.hparams.min_train_timestep, t_max, (x0.shape[0],), device=self.device
+        )
         x_t = self.scheduler.add_noise(x0, noise, t)
         # 3. AGCN condition (eq. 7–10) and the denoiser's output (ε̂, x̂_0 or v̂)
         condition, color_loss = self.agcn(coarse, attr_diff, t, driving=driving)

@@ -296,7 +296,7 @@ class Recipe:
                         {
                             "variant": variant,
                             "checkpoint": info["best_checkpoint"],
-                            "setting": names.get(row["frames"], "coarse"),
+                            "setting": names.get(row["frames"], row["frames"]),
                             **row,
                         }
                     )

@@ -158,8 +158,11 @@ def sample_grid(videos: list[Path], path: Path, frames_per_clip: int = 3) -> Pat
 
 
 def choose(rows: list[dict[str, Any]]) -> dict[str, Any]:
-    """The (variant, sampler) row with the highest PSNR on the validation persons."""
-    candidates = [r for r in rows if r.get("setting") not in (None, "", "coarse")]
+    """The (variant, sampler) row with the highest PSNR on the validation persons (the rows of
+    the coarse frames and the baselines are not candidates)."""
+    from fadm_lightning.benchmarks.sampling import REFERENCE_ROWS
+
+    candidates = [r for r in rows if r.get("setting") not in (None, "", *REFERENCE_ROWS)]
     if not candidates:
         raise ValueError("the sampling benchmark gave no row")
     coarse = next((r for r in rows if r.get("setting") == "coarse"), {})
