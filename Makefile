@@ -10,7 +10,7 @@ PYTEST_ARGS ?=
 BENCH_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help venv demo test test-slow test-scaling test-app test-all bench-train-step test-parity bench-quality bench-ablation bench-sampling bench-data bench-speed bench-gpu bench-distill lint format clean
+.PHONY: help venv demo test test-slow test-fuzz test-scaling test-app test-all bench-train-step test-parity bench-quality bench-ablation bench-sampling bench-data bench-speed bench-gpu bench-distill lint format clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-15s\033[0m %s\n", $$1, $$2}'
@@ -31,6 +31,10 @@ test: venv ## the test suite without the slow tests (< 15 min on 2 cores)
 
 test-slow: venv ## only the slow tests (DDP, longer trainings)
 	$(PY) -m pytest -m slow $(PYTEST_ARGS)
+
+FUZZ_TABLE ?=
+test-fuzz: venv ## every fuzzed media file (tests/fuzz_media.py) through animate, rectify, preprocess and the app; FUZZ_TABLE=docs/fuzz_table.md writes the table
+	FADM_FUZZ_TABLE=$(FUZZ_TABLE) $(PY) -m pytest tests/integration/test_fuzz_media.py -m slow $(PYTEST_ARGS)
 
 test-scaling: venv ## SLURM launcher, requeue/resume, two nodes on one machine, shards, N tasks (CPU)
 	$(PY) -m pytest tests/integration/test_slurm.py tests/integration/test_multinode.py tests/integration/test_shards.py tests/integration/test_distributed.py $(PYTEST_ARGS)

@@ -11,3 +11,9 @@ OFFICIAL_SAMPLER = {
     "clip_sample": False,
     "start_noise": True,
 }
+
+
+def denoiser_calls(steps: int, strength: float = 1.0) -> int:
+    """Denoiser calls per frame of a DDIM sampler: the steps it actually runs (``strength`` < 1
+    runs only the last ``round(steps·strength)`` of them, at least one)."""
+    return int(steps) if strength >= 1 else max(int(round(steps * strength)), 1)

@@ -22,7 +22,7 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import open_dict
 
-from ..conftest import FIXTURES, TINY_OVERRIDES
+from ..conftest import FIXTURES, TEST_THREADS, TINY_OVERRIDES
 
 pytest.importorskip("submitit", reason="the submitit launcher tests need submitit")
 pytest.importorskip("dlib", reason="face crops need dlib")
@@ -40,7 +40,7 @@ def _cli(
         **os.environ,
         "FADM_ROOT": str(cwd),
         "FADM_CACHE_DIR": str(cwd / "cache"),
-        "OMP_NUM_THREADS": "1",
+        "OMP_NUM_THREADS": str(TEST_THREADS),
     }
     return subprocess.run(
         [sys.executable, "-m", module, *flags, *[a for a in args if a not in flags]],
@@ -218,7 +218,7 @@ def test_two_concurrent_rectify_processes_write_the_bytes_of_one(batch_inputs, t
     ckpt, folder = batch_inputs
     common = [f"batch={folder}", f"ckpt={ckpt}", *BATCH_FAST]
     assert run_app("rectify", [*common, f"output_dir={tmp_path / 'one'}"]) == 0
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "OMP_NUM_THREADS": str(TEST_THREADS)}
     procs = [
         subprocess.Popen(
             [

@@ -29,7 +29,7 @@ from fadm_lightning.checkpoints import CONFIG_KEY, config_for_checkpoint
 from fadm_lightning.inference.cli import run_command
 from fadm_lightning.media.video import iter_frames, probe_video
 
-from ..conftest import CONFIG_DIR, FIXTURES, REPO
+from ..conftest import CONFIG_DIR, FIXTURES, REPO, TEST_THREADS
 
 pytest.importorskip("dlib", reason="the face crops and landmark attributes need dlib")
 pytestmark = pytest.mark.filterwarnings("ignore:FOMMCoarseGenerator. RANDOM WEIGHTS")
@@ -515,7 +515,7 @@ def test_batch_mode_is_resumable_and_reports_failures(ckpt, portrait, clip_aac, 
 
 
 def test_cli_exit_status_and_message(ckpt, clip_pcm, workdir):
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "OMP_NUM_THREADS": str(TEST_THREADS)}
     out = workdir / "cli.mp4"
     base = [
         sys.executable,

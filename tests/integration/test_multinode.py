@@ -19,7 +19,7 @@ from hydra.utils import instantiate
 
 from fadm_lightning.config import compose_config
 
-from ..conftest import TINY_OVERRIDES
+from ..conftest import TEST_THREADS, TINY_OVERRIDES
 
 # 8 training clips (4 persons x 2), one item per clip and epoch: each rank gets 4 of them
 DATA = [
@@ -66,7 +66,7 @@ def test_two_nodes_split_each_epoch_and_rank_zero_writes_the_checkpoints(
         ]  # fmt: skip
     skip = ("SLURM_", "TORCHELASTIC", "MASTER_", "NODE_RANK", "WORLD_SIZE", "LOCAL_RANK", "RANK")
     base = {k: v for k, v in os.environ.items() if not k.startswith(skip)}
-    base.update(FADM_ROOT=str(tmp_path), OMP_NUM_THREADS="1")
+    base.update(FADM_ROOT=str(tmp_path), OMP_NUM_THREADS=str(TEST_THREADS))
     if launch == "lightning_env":
         base.update(
             MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE=str(NODES), LOCAL_RANK="0"

@@ -18,6 +18,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from ..conftest import TEST_THREADS
+
 REPO = Path(__file__).resolve().parents[2]
 RAW = REPO.parent / "shared" / "real_faces" / "raw"
 # one short video per person: train, validation and test
@@ -39,7 +41,7 @@ def _recipe(raw: Path, work: Path, split: Path, *extra: str, **popen) -> list[st
 
 
 def _run(command: list[str], timeout: float = 900) -> subprocess.CompletedProcess:
-    env = {**os.environ, "WANDB_MODE": "offline", "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "WANDB_MODE": "offline", "OMP_NUM_THREADS": str(TEST_THREADS)}
     return subprocess.run(
         command, capture_output=True, text=True, timeout=timeout, env=env, cwd=REPO
     )
@@ -160,7 +162,7 @@ def test_a_killed_stage_completes_on_the_rerun(finished, inputs, tmp_path):
         cwd=REPO,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
-        env={**os.environ, "OMP_NUM_THREADS": "1"},
+        env={**os.environ, "OMP_NUM_THREADS": str(TEST_THREADS)},
         start_new_session=True,
     )
     deadline = time.monotonic() + 300

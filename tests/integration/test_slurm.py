@@ -26,7 +26,7 @@ from omegaconf import OmegaConf
 from fadm_lightning.config import compose_config
 from fadm_lightning.train import resume_checkpoint
 
-from ..conftest import CONFIG_DIR, REPO, TINY_OVERRIDES
+from ..conftest import CONFIG_DIR, REPO, TEST_THREADS, TINY_OVERRIDES
 
 LAUNCHERS = Path(CONFIG_DIR) / "hydra" / "launcher"
 # our yaml extends the plugin's config of the same name on purpose (see the first test)
@@ -249,7 +249,7 @@ def test_requeue_signal_saves_hpc_checkpoint_requeues_and_the_restart_resumes(
         PYTHONPATH=f"{REPO}{os.pathsep}{env.get('PYTHONPATH', '')}",
         MASTER_PORT=str(free_port()),
         FADM_ROOT=str(tmp_path),
-        OMP_NUM_THREADS="1",
+        OMP_NUM_THREADS=str(TEST_THREADS),
     )
     command = [
         sys.executable, "-m", "fadm_lightning.train", *TINY_OVERRIDES,
@@ -295,7 +295,7 @@ def prepare_data(overrides: list[str]) -> None:
 
 def run_sweep(args: list[str], cwd: Path, cache: Path) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if not k.startswith("SLURM_")}
-    env.update(FADM_CACHE_DIR=str(cache), OMP_NUM_THREADS="1")
+    env.update(FADM_CACHE_DIR=str(cache), OMP_NUM_THREADS=str(TEST_THREADS))
     command = [sys.executable, "-m", "fadm_lightning.train", *args]
     return subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
 
@@ -472,7 +472,7 @@ def test_submitit_slurm_job_requeued_on_its_signal_resumes_in_the_same_run_dir(
         FAKE_SLURM_DIR=str(state),
         FADM_ROOT=str(tmp_path),
         MASTER_PORT=str(free_port()),
-        OMP_NUM_THREADS="1",
+        OMP_NUM_THREADS=str(TEST_THREADS),
     )
     command = [
         sys.executable, "-m", "fadm_lightning.train", "-m", "hydra/launcher=submitit_slurm",

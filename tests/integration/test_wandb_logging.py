@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from ..conftest import TINY_OVERRIDES
+from ..conftest import TEST_THREADS, TINY_OVERRIDES
 
 # the tiny CPU run of the other integration tests, with the default logger (W&B, offline)
 WANDB_TINY = [o for o in TINY_OVERRIDES if o != "~logger"] + [
@@ -34,7 +34,7 @@ def _run(module: str, args: list[str], cwd: Path, cache: Path) -> subprocess.Com
         "FADM_CACHE_DIR": str(cache),
         "FADM_ROOT": str(cwd),
         "WANDB_MODE": "offline",
-        "OMP_NUM_THREADS": "1",
+        "OMP_NUM_THREADS": str(TEST_THREADS),
     }
     return subprocess.run(
         [sys.executable, "-m", module, *args],

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from ..conftest import REPO, TINY_OVERRIDES
+from ..conftest import REPO, TEST_THREADS, TINY_OVERRIDES
 
 # the packaging check: a wheel first on PYTHONPATH, from a folder outside the checkout
 COMMAND = ["-m", "fadm_lightning.train", "++trainer.fast_dev_run=true", "logger=null"]
@@ -74,7 +74,7 @@ def outside_env(wheel, tmp_path_factory) -> tuple[Path, dict[str, str]]:
     deps = dict.fromkeys([paths["purelib"], paths["platlib"], *site.getsitepackages()])
     (purelib / "deps_only.pth").write_text("".join(f"{p}\n" for p in deps if Path(p).is_dir()))
     env = {k: v for k, v in os.environ.items() if not k.startswith(("FADM_", "PYTHON", "WANDB_"))}
-    env.update(OMP_NUM_THREADS="1", PYTHONNOUSERSITE="1")
+    env.update(OMP_NUM_THREADS=str(TEST_THREADS), PYTHONNOUSERSITE="1")
     ask = "import importlib.util as u; print(u.find_spec('fadm_lightning'))"
     alone = _run([str(python), "-c", ask], venv, env)
     assert alone.stdout.strip() == "None", "the checkout's fadm_lightning is still importable"

@@ -165,7 +165,9 @@ def test_speed_benchmark_tiny_end_to_end(tmp_path, capsys):
     assert all(not r.get("skipped") for r in saved["rows"]), saved["rows"]
     assert result["speedup_vs_official"] == pytest.approx(float(match.group(1)), rel=1e-3)
     assert "| official |" in (tmp_path / "speed.md").read_text()
-    assert torch.get_num_threads() == 1  # the conftest's thread count is restored
+    from ..conftest import TEST_THREADS
+
+    assert torch.get_num_threads() == TEST_THREADS  # the conftest's thread count is restored
 
 
 def test_gpu_benchmark_on_the_cpu_writes_its_table(tmp_path, capsys):

@@ -85,3 +85,33 @@ def test_unreadable_clip_names_the_file(tmp_path):
         read_frames(bad)
     with pytest.raises(VideoReadError, match="broken.mp4"):
         list(iter_frames(bad))
+
+
+def test_an_animated_webp_is_read_as_a_video_with_its_frame_rate(tmp_path):
+    # FFmpeg's webp decoder reads stills only: these frames come from Pillow
+    from PIL import Image
+
+    frames = _frames(t=3, h=48, w=64)
+    path = tmp_path / "anim.webp"
+    images = [Image.fromarray(f) for f in frames]
+    images[0].save(path, save_all=True, append_images=images[1:], duration=40, lossless=True)
+    info = probe_video(path)
+    assert (info.num_frames, info.width, info.height, float(info.fps)) == (3, 64, 48, 25.0)
+    read = np.stack(list(iter_frames(path)))
+    assert read.shape == frames.shape
+    assert np.abs(read.astype(int) - frames).max() <= 1  # lossless WebP (RGB↔YUV-free)
+    assert len(list(iter_frames(path, max_frames=2))) == 2
+
+
+def test_a_video_given_as_an_image_is_named_a_video(tmp_path):
+    from fadm_lightning.media.errors import ImageReadError
+    from fadm_lightning.media.image import read_image
+
+    path = tmp_path / "talk.mp4"
+    write_mp4(path, _frames(t=2))
+    with pytest.raises(ImageReadError, match=r"talk\.mp4: this is a video, not an image"):
+        read_image(path)
+    junk = tmp_path / "junk.png"
+    junk.write_bytes(b"\x00junk" * 50)
+    with pytest.raises(ImageReadError, match=r"junk\.png: not an image in a format Pillow reads"):
+        read_image(junk)

@@ -26,6 +26,8 @@ from fadm_lightning.faces.tubes import box_iou, link_tubes, select_tubes
 from fadm_lightning.media.video import iter_frames, read_frames, write_mp4
 from tests.unit.test_data_robustness import write_png16
 
+from ..conftest import TEST_THREADS
+
 REPO = Path(__file__).resolve().parents[2]
 FIXTURES = REPO.parent / "shared" / "fixtures" / "voxceleb_sample"
 NUM_FRAMES = 80
@@ -150,7 +152,7 @@ def raw_dir(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def first_run(raw_dir, tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
     out = tmp_path_factory.mktemp("out") / "vox"
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "OMP_NUM_THREADS": str(TEST_THREADS)}
     proc = subprocess.run(
         [
             sys.executable, "-m", "fadm_lightning.preprocess", f"input_dir={raw_dir}",
@@ -265,7 +267,7 @@ def closeup_dir(tmp_path_factory) -> Path:
 def closeup_run(closeup_dir, tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
     """The command with its default settings (out_of_frame=pad, min_size=256, min_frames=64)."""
     out = tmp_path_factory.mktemp("closeup_out") / "vox"
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "OMP_NUM_THREADS": str(TEST_THREADS)}
     proc = subprocess.run(
         [
             sys.executable, "-m", "fadm_lightning.preprocess", f"input_dir={closeup_dir}",
@@ -527,7 +529,7 @@ def test_preprocess_tasks_as_a_hydra_multirun_and_a_slurm_array(tasks_raw, tmp_p
     out = tmp_path / "vox"
     settings = CropSettings(**TEST_SETTINGS)
     preprocess(tasks_raw, out, progress=False, settings=settings)  # one process did the work
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "OMP_NUM_THREADS": str(TEST_THREADS)}
     env.pop("SLURM_ARRAY_TASK_ID", None)
     overrides = [
         f"input_dir={tasks_raw}", f"output_dir={out}", "progress=false",

@@ -211,21 +211,30 @@ def test_horizontal_flip_moves_image_and_annotation_together(vox_root, cache_dir
         assert torch.equal(b["identity"], a["identity"])
 
 
-@pytest.mark.parametrize("num_workers", [0, 2])
-def test_frame_sampling_differs_between_workers_and_epochs(tmp_path, cache_dir, num_workers):
+def test_frame_sampling_is_a_function_of_seed_epoch_and_index_whatever_the_workers(
+    tmp_path, cache_dir
+):
+    """Items draw from (seed, epoch, index): other epochs and items differ, and the same epoch
+    gives the same items with no worker, two workers, or the epoch set in the main process after
+    the (persistent) workers started. (Resuming a killed training relies on it.)"""
     root = tmp_path / "vox"
     write_png_folder(root / "train" / "id1#a#0#12.mp4", make_frames(12, 0))
     write_png_folder(root / "test" / "id2#b#0#12.mp4", make_frames(12, 1))
     ds = VoxCelebTrainDataset(root, image_size=SIZE, num_repeats=16, cache_dir=cache_dir)
-    loader = torch.utils.data.DataLoader(ds, batch_size=None, num_workers=num_workers)
 
-    def epoch() -> list[tuple[int, int]]:
+    def epoch(loader, number: int) -> list[tuple[int, int]]:
+        ds.set_epoch(number)
         return [(decode(b["source"])[0], decode(b["driving"])[0]) for b in loader]
 
-    first, second = epoch(), epoch()
+    in_process = torch.utils.data.DataLoader(ds, batch_size=None, num_workers=0)
+    workers = torch.utils.data.DataLoader(
+        ds, batch_size=None, num_workers=2, persistent_workers=True
+    )
+    first, second = epoch(in_process, 0), epoch(in_process, 1)
     assert first != second
-    # with two workers, worker 0 makes the even items and worker 1 the odd ones
-    assert first[0::2] != first[1::2]
+    assert first[0::2] != first[1::2]  # items differ within an epoch
+    assert epoch(workers, 0) == first and epoch(workers, 1) == second
+    assert epoch(workers, 0) == first  # persistent workers see the epoch set here
 
 
 def test_time_flip_swaps_source_and_driving_with_their_annotations(vox_root, cache_dir):

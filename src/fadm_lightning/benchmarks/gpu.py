@@ -45,7 +45,7 @@ from fadm_lightning.benchmarks.speed import (
     STUDENT_SAMPLER,
     build_refiner,
     cpu_name,
-    denoiser_calls,
+    sampler_calls,
     unet_parameters,
 )
 
@@ -170,7 +170,7 @@ def time_row(
 
     device = refiner.device
     sampler = STUDENT_SAMPLER if sampler_name == "student" else official_sampler()
-    calls = denoiser_calls(sampler)
+    calls = sampler_calls(sampler)
     amp = "bf16" if precision.startswith("bf16") else "fp32"
     row: dict[str, Any] = {
         "sampler": sampler_name,
@@ -431,7 +431,7 @@ def _error_row(
         "precision": precision,
         "compile_mode": None,
         "batch": batch,
-        "denoiser_calls_per_frame": denoiser_calls(
+        "denoiser_calls_per_frame": sampler_calls(
             STUDENT_SAMPLER if sampler == "student" else official_sampler()
         ),
         "frames": None,

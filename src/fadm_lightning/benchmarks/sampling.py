@@ -41,6 +41,7 @@ from fadm_lightning.data.voxceleb import VoxCelebClipDataset
 from fadm_lightning.metrics.image import frame_metrics
 from fadm_lightning.metrics.temporal import temporal_metrics
 from fadm_lightning.pipeline import resize_to
+from fadm_lightning.sampler import denoiser_calls
 from fadm_lightning.synthetic.annotations import collated_clip_frames
 
 FLAGS = ("clip", "nonoise")
@@ -183,11 +184,6 @@ def evaluate(
         row["cpu_s_per_frame"] = cpu_seconds[name] / count if name in cpu_seconds else None
         rows.append(row)
     return rows
-
-
-def denoiser_calls(steps: int, strength: float) -> int:
-    """Denoiser calls per frame of a sampler (the steps it actually runs)."""
-    return steps if strength >= 1 else max(int(round(steps * strength)), 1)
 
 
 def setting_name(steps: int, eta: float, strength: float, clip: bool, start_noise: bool) -> str:

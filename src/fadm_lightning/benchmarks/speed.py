@@ -68,6 +68,7 @@ from fadm_lightning.benchmarks.inference import (
     benchmark_inputs,
     peak_memory,
 )
+from fadm_lightning.sampler import denoiser_calls
 
 #: the distilled student's sampler: one denoiser call per frame, no noise at all
 STUDENT_SAMPLER = {
@@ -324,11 +325,8 @@ def timed(run: Callable[[], dict], device: torch.device) -> dict[str, Any]:
     }
 
 
-def denoiser_calls(sampler: dict[str, Any]) -> int:
-    steps = int(sampler["steps"])
-    if sampler["strength"] < 1:
-        return max(int(round(steps * sampler["strength"])), 1)
-    return steps
+def sampler_calls(sampler: dict[str, Any]) -> int:
+    return denoiser_calls(sampler["steps"], sampler["strength"])
 
 
 def _row(kind: str, label: str, batch: int, calls: int, t: dict[str, Any], **extra) -> dict:
@@ -413,7 +411,7 @@ def time_engineering(
     mode = engineering.inference_mode
     clip.animate(settings, max_frames=batch, inference_mode=mode)  # warm-up (and compilation)
     t = timed(lambda: clip.animate(settings, max_frames=frames, inference_mode=mode), device)
-    row = _row(engineering.key, engineering.label, batch, denoiser_calls(STUDENT_SAMPLER), t)
+    row = _row(engineering.key, engineering.label, batch, sampler_calls(STUDENT_SAMPLER), t)
     if engineering.compile and frames % batch:
         row["note"] = "the last, smaller batch recompiles (frames not a multiple of the batch)"
     return row

@@ -5,12 +5,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import lightning as L
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, RandomSampler
 
 from fadm_lightning.data.transforms import FrameAugmentation
 from fadm_lightning.data.voxceleb import (
@@ -29,6 +30,39 @@ def _accelerator_available() -> bool:
     return torch.cuda.is_available()
 
 
+class EpochShuffle(RandomSampler):
+    """The training order: a permutation drawn from ``(seed, epoch)`` alone, as
+    ``DistributedSampler`` draws it. A ``RandomSampler`` draws its permutation from the global
+    torch RNG when the loader is iterated, so a run resumed from a checkpoint, or one whose
+    workers are persistent, saw another order than an uninterrupted one.
+
+    The epoch is ``epoch_of()`` (the trainer's current epoch) when the loader is iterated, else
+    the last ``set_epoch``: a resumed run iterates its loader before Lightning calls
+    ``set_epoch``. It is handed to the dataset too (``set_epoch``, shared with the workers) before
+    any index goes out, so the items the workers prefetch draw from the right epoch.
+    """
+
+    def __init__(
+        self, data_source: Dataset, seed: int = 0, epoch_of: Callable[[], int | None] | None = None
+    ) -> None:
+        super().__init__(data_source)
+        self.seed = int(seed)
+        self.epoch = 0
+        self.epoch_of = epoch_of
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __iter__(self):
+        epoch = self.epoch_of() if self.epoch_of is not None else None
+        epoch = self.epoch if epoch is None else int(epoch)
+        set_dataset_epoch = getattr(self.data_source, "set_epoch", None)
+        if callable(set_dataset_epoch):  # the items' random streams (VoxCelebTrainDataset)
+            set_dataset_epoch(epoch)
+        generator = torch.Generator().manual_seed((self.seed + epoch) % 2**63)
+        return iter(torch.randperm(len(self.data_source), generator=generator).tolist())
+
+
 class VoxCelebDataModule(L.LightningDataModule):
     """Train on two-frame items of ``root/train``, validate on fixed pairs of ``root/<val_split>``
     and test on whole clips of ``root/test``.
@@ -40,8 +74,9 @@ class VoxCelebDataModule(L.LightningDataModule):
     "val"), should validate on it so that the test split is only used for the final numbers.
 
     ``root`` is only read in ``setup()`` (or when ``index`` / ``has_annotations`` is first asked
-    for), so a subclass may write the data in ``prepare_data()``. Under DDP Lightning swaps in a
-    ``DistributedSampler`` (and calls ``set_epoch``) by itself; no custom sampler is used here.
+    for), so a subclass may write the data in ``prepare_data()``. The training order is
+    :class:`EpochShuffle`, a function of (seed, epoch); under DDP Lightning swaps in a
+    ``DistributedSampler`` (the same rule) by itself, and calls ``set_epoch`` on either.
 
     Batches: train/val ``{"source": B×3×H×W, "driving": B×3×H×W, "name": list[str]}`` (train
     batches also carry ``"skipped": list[str]``, see ``VoxCelebTrainDataset``) (+
@@ -209,15 +244,30 @@ class VoxCelebDataModule(L.LightningDataModule):
     ) -> DataLoader:
         if dataset is None:
             raise RuntimeError(f"VoxCelebDataModule: {name} dataset not built; call setup() first")
+        seed = getattr(dataset, "seed", 0)
         return DataLoader(
             dataset,
             batch_size=batch_size,
-            shuffle=train,
+            sampler=EpochShuffle(dataset, seed, self._epoch) if train else None,
+            # the loader's own generator for its workers' base seed: drawn from the global torch
+            # RNG it would advance the model's noise stream once per iterator, i.e. once per
+            # epoch without persistent workers, once per run with them, so a run resumed from a
+            # checkpoint (which restores that RNG) would draw other noise than an uninterrupted one
+            generator=torch.Generator().manual_seed(seed % 2**63),
             drop_last=train,
             num_workers=self.num_workers,
             pin_memory=self.pin_memory and _accelerator_available(),
             persistent_workers=self.persistent_workers,
         )
+
+    def _epoch(self) -> int | None:
+        """The epoch the training loader is iterated for: the epochs the fit loop has processed
+        (what Lightning hands ``set_epoch``; ``current_epoch`` lags by one when a run resumes
+        from a checkpoint saved at an epoch's end)."""
+        trainer = getattr(self, "trainer", None)
+        if trainer is None:
+            return None
+        return trainer.fit_loop.epoch_progress.current.processed
 
     def train_dataloader(self) -> DataLoader:
         return self._loader(self.train_set, "train", self.batch_size, train=True)

@@ -46,6 +46,7 @@ import io
 import json
 import logging
 import os
+import shutil
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -88,6 +89,7 @@ for _name in ("litdata.streaming.dataset", "litdata.utilities.format"):
 
 SUMMARY_FILE = "shard_summary.json"
 INDEX_FILE = "index.json"  # LitData's index of a split's chunks
+DONE_DIR = ".shard/done"  # a record per split finished by a run that has not finished yet
 SHARD_FORMAT_VERSION = 1
 DEFAULT_CHUNK_BYTES = "64MB"
 SHARD_HELP = (
@@ -329,8 +331,11 @@ def write_shards(
         raise ValueError(f"num_workers must be ≥ 1, got {num_workers}")
     index = VoxCelebIndex(root, index_cache_dir)  # warns once about clips it cannot open
     chosen = _splits_to_write(index, splits)
+    # a run that was killed (no summary yet) is resumed: the splits it finished, with the same
+    # settings, are kept (their records: .shard/done/<split>.json, written after the rename)
+    resumable = {} if overwrite or (out / SUMMARY_FILE).exists() else _finished_splits(out)
     for split in chosen:
-        if (out / split / INDEX_FILE).exists() and not overwrite:
+        if (out / split / INDEX_FILE).exists() and not overwrite and split not in resumable:
             raise FileExistsError(
                 f"{out / split} already holds shards ({INDEX_FILE}); set overwrite=true to "
                 "replace them, or choose another output_dir"
@@ -347,6 +352,17 @@ def write_shards(
         if not clips:
             raise ValueError(f"{root / split} holds no readable clips")
         with_annotation = index.has_annotations(split)
+        key = _split_key(root, split, clips, with_annotation, chunk_bytes)
+        done = resumable.get(split)
+        if done is not None and done.get("key") == key and (out / split / INDEX_FILE).exists():
+            log.info("%s: finished by an earlier run with the same settings, kept", out / split)
+            summary["splits"][split] = done["entry"]
+            continue
+        if done is not None and not overwrite and (out / split / INDEX_FILE).exists():
+            raise FileExistsError(
+                f"{out / split} holds shards of other settings; set overwrite=true to replace "
+                "them, or choose another output_dir"
+            )
         if with_annotation:
             missing = [c.name for c in clips if not annotation_path(root, split, c.name).is_file()]
             if missing:
@@ -356,19 +372,24 @@ def write_shards(
                 )
         start = time.perf_counter()
         log.info("sharding %d clips of %s into %s", len(clips), root / split, out / split)
+        # into a hidden sibling, renamed into place when LitData has written its index: a killed
+        # run leaves no chunks that look finished (a rerun removes the hidden folder)
+        work = out / f".{split}.partial"
+        _check_replaceable(out / split)
+        shutil.rmtree(work, ignore_errors=True)
         optimize(
             fn=_RecordWriter(root, split, with_annotation),
             inputs=[(c.name, c.num_frames) for c in clips],
-            output_dir=str(out / split),
+            output_dir=str(work),
             chunk_bytes=chunk_bytes,
             num_workers=num_workers,
             keep_data_ordered=True,  # record i = clip i by name, whatever num_workers
             reorder_files=False,
-            mode="overwrite" if overwrite else None,
             verbose=progress,
             start_method=start_method,
         )
-        written = sum(p.stat().st_size for p in (out / split).glob("*.bin"))
+        written = sum(p.stat().st_size for p in work.glob("*.bin"))
+        _publish_split(work, out / split)
         summary["splits"][split] = {
             "clips": len(clips),
             "bytes": written,
@@ -376,11 +397,65 @@ def write_shards(
             "left_out": dict(index.skipped.get(split, {})),
             "seconds": round(time.perf_counter() - start, 1),
         }
-    out.mkdir(parents=True, exist_ok=True)
-    tmp = out / f".{SUMMARY_FILE}.tmp"
-    tmp.write_text(json.dumps(summary, indent=2))
-    os.replace(tmp, out / SUMMARY_FILE)
+        _write_json(
+            out / DONE_DIR / f"{split}.json", {"key": key, "entry": summary["splits"][split]}
+        )
+    _write_json(out / SUMMARY_FILE, summary)  # last: the run is finished
+    shutil.rmtree(out / DONE_DIR, ignore_errors=True)
     return summary
+
+
+def _split_key(root: Path, split: str, clips: Sequence, annotations: bool, chunk_bytes) -> str:
+    """What makes a split's shards what they are: the clips (names, frames), the settings."""
+    content = [SHARD_FORMAT_VERSION, str(root), split, annotations, str(chunk_bytes)]
+    content += [(c.name, c.num_frames) for c in clips]
+    return hashlib.sha256(json.dumps(content).encode()).hexdigest()
+
+
+def _finished_splits(out: Path) -> dict[str, dict[str, Any]]:
+    """The records of the splits that an unfinished run wrote into ``out``."""
+    found = {}
+    for path in sorted((out / DONE_DIR).glob("*.json")):
+        try:
+            found[path.stem] = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+    return found
+
+
+def _write_json(path: Path, content: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(content, indent=2))
+    os.replace(tmp, path)
+
+
+def _check_replaceable(final: Path) -> None:
+    """``final`` may be replaced by new shards: it holds nothing else."""
+    if not final.is_dir():
+        return
+    other = [
+        p.name
+        for p in final.iterdir()
+        if not (p.name.endswith(".bin") or p.name.endswith(INDEX_FILE) or p.name == ".checkpoints")
+    ]
+    if other:
+        raise FileExistsError(f"{final} holds other files than shards ({other[:3]}); move them")
+
+
+def _publish_split(work: Path, final: Path) -> None:
+    """Rename the written split ``work`` to ``final``; an existing ``final`` (shards being
+    replaced with ``overwrite``, or the chunks of a run killed before this change) is removed,
+    unless it holds other files than shards."""
+    if final.exists():
+        _check_replaceable(final)
+        old = final.with_name(f".{final.name}.old")
+        shutil.rmtree(old, ignore_errors=True)
+        os.rename(final, old)
+        os.rename(work, final)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.rename(work, final)
 
 
 def format_summary(summary: dict[str, Any]) -> str:

@@ -41,7 +41,7 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch.utils.data import Dataset, get_worker_info
+from torch.utils.data import Dataset
 
 from fadm_lightning.data.skipped import SKIPPED_KEY, encode_skipped
 from fadm_lightning.data.transforms import FrameAugmentation
@@ -376,32 +376,6 @@ def pair_item(
     return item
 
 
-class _WorkerRng:
-    """A ``np.random.Generator`` per (process, DataLoader worker, DDP rank).
-
-    Seeded from ``torch.initial_seed()`` (which PyTorch re-draws for every worker of every epoch),
-    the worker id and the rank, so workers and ranks differ (REFERENCE_SPEC §7 item 6). Re-created
-    when the dataset object lands in another process.
-    """
-
-    def __init__(self) -> None:
-        self._key: tuple[int, int] | None = None
-        self._rng: np.random.Generator | None = None
-
-    def __call__(self) -> np.random.Generator:
-        info = get_worker_info()
-        worker = info.id if info is not None else -1
-        key = (os.getpid(), worker)
-        if self._rng is None or key != self._key:
-            if torch.distributed.is_available() and torch.distributed.is_initialized():
-                rank = torch.distributed.get_rank()
-            else:
-                rank = int(os.environ.get("RANK", 0))
-            seq = np.random.SeedSequence([torch.initial_seed(), worker + 1, rank])
-            self._rng, self._key = np.random.default_rng(seq), key
-        return self._rng
-
-
 class _SplitDataset(Dataset):
     """Clips of one split, with their annotations when the root has them."""
 
@@ -504,7 +478,13 @@ class VoxCelebTrainDataset(_SplitDataset):
         }
         self.person_ids = sorted(by_person)
         self._clips_of = by_person
-        self._rng = _WorkerRng()
+        # each item's random stream is a function of (run seed, epoch, index): the items do not
+        # depend on the DataLoader workers (their number, or persistence), and a training resumed
+        # from a checkpoint draws the frames of an uninterrupted one. The epoch lives in shared
+        # memory so that persistent workers see set_epoch; the seed is the run's
+        # (seed_everything's, the main process's torch seed when the dataset is made).
+        self.seed = torch.initial_seed()
+        self._epoch = torch.zeros((), dtype=torch.int64).share_memory_()
         # clips that failed in this process: never drawn as replacements (but still tried, and
         # reported, when an item asks for them, so every epoch's report lists them)
         self._unreadable: set[str] = set()
@@ -513,8 +493,18 @@ class VoxCelebTrainDataset(_SplitDataset):
         items = len(self.person_ids) if self.id_sampling else len(self.clips)
         return self.num_repeats * items
 
+    def set_epoch(self, epoch: int) -> None:
+        """The epoch of the next items (called by the systems at each training epoch's start)."""
+        self._epoch.fill_(int(epoch))
+
+    def item_rng(self, idx: int) -> np.random.Generator:
+        """The random stream of item ``idx`` this epoch: clip, frame indices, augmentation."""
+        return np.random.default_rng(
+            np.random.SeedSequence([int(self.seed), int(self._epoch), int(idx)])
+        )
+
     def __getitem__(self, idx: int) -> dict[str, Any]:
-        rng = self._rng()
+        rng = self.item_rng(idx)
         if self.id_sampling:
             candidates = self._clips_of[self.person_ids[idx % len(self.person_ids)]]
             clip = candidates[rng.integers(len(candidates))]

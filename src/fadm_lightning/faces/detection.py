@@ -15,6 +15,9 @@ from PIL import Image
 
 from fadm_lightning.faces.dlib_face import DlibFace
 
+#: the smallest side of an image the detectors look at (HOG finds faces of about 80 px)
+MIN_SIDE = 32
+
 
 class FaceFinder:
     """dlib face boxes and 68 landmarks on frames scaled down to at most ``max_side`` pixels
@@ -43,8 +46,15 @@ class FaceFinder:
         return image, scale
 
     def detect(self, image: np.ndarray, thorough: bool = False) -> np.ndarray:
-        """Face boxes N×4, largest first (``thorough``: CNN fallback when HOG finds none)."""
+        """Face boxes N×4, largest first (``thorough``: CNN fallback when HOG finds none).
+
+        An image under ``MIN_SIDE`` pixels on a side (once scaled to ``max_side``) holds no face
+        dlib could find (its CNN detector fails on such an image): none, without a detector."""
+        if min(image.shape[:2]) < MIN_SIDE:
+            return np.empty((0, 4), np.float64)
         small, scale = self._scaled(image)
+        if min(small.shape[:2]) < MIN_SIDE:
+            return np.empty((0, 4), np.float64)
         finder = self._hog
         if thorough and self.cnn_fallback:
             if self._cnn is None:

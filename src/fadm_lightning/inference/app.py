@@ -15,311 +15,33 @@ from __future__ import annotations
 
 import atexit
 import os
-import shutil
 import signal
-import tempfile
-import threading
 import time
-import traceback
-import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
 from fadm_lightning.inference import animate, cli, rectify
-from fadm_lightning.inference.animate import AnimateOptions, animate_video
-from fadm_lightning.inference.model import InferenceError, Refiner, SamplerSettings
-from fadm_lightning.inference.rectify import RectifyOptions, rectify_video
-from fadm_lightning.media.image import read_image
-from fadm_lightning.media.video import probe_video
+from fadm_lightning.inference.animate import AnimateOptions
+from fadm_lightning.inference.jobs import (
+    PRESETS,
+    AppSettings,
+    Estimate,
+    JobError,
+    WebApp,
+    Workspace,
+    summary,
+)
+from fadm_lightning.inference.model import InferenceError, Refiner
+from fadm_lightning.inference.rectify import RectifyOptions
 
 NAME = "app"
 REPO = Path(__file__).resolve().parents[3]
 #: the examples of ``examples=auto``: the shared fixture clip beside the repository
 FIXTURES = REPO.parent / "shared" / "fixtures" / "voxceleb_sample"
-#: the sampler presets of the page (None: the config's ``sampler.*``, i.e. the model's own)
-PRESETS: dict[str, dict[str, Any] | None] = {
-    "fast": None,
-    "balanced": {"steps": 25, "eta": 0.0, "strength": 1.0, "start_noise": True},
-    "quality": {
-        "steps": 100,
-        "eta": 1.0,
-        "strength": 1.0,
-        "clip_sample": False,
-        "start_noise": True,
-    },
-}
-PRESET_LABELS = {
-    "fast": "fast — the model's own sampler (a distilled student: 1 call)",
-    "balanced": "balanced — 25 DDIM steps",
-    "quality": "quality — the official sampler, 100 steps (slow)",
-}
-
-
-@dataclass
-class AppSettings:
-    """The page's defaults and limits (``conf/app.yaml``)."""
-
-    preset: str = "fast"
-    preview_frames: int = 64  # 0 = every frame
-    max_seconds: float = 60.0
-    max_frames_upload: int = 1800
-    keep_results_minutes: float = 60.0
-    examples: Path | None = None  # a folder with source.png and driving.mp4
-
-    def __post_init__(self) -> None:
-        if self.preset not in PRESETS:
-            raise InferenceError(f"preset must be one of {', '.join(PRESETS)}, got {self.preset!r}")
-        if self.preview_frames < 0:
-            raise InferenceError(f"preview_frames must be ≥ 0, got {self.preview_frames}")
-
-
-class Workspace:
-    """The app's temporary folder: ``gradio/`` (Gradio's cache: uploads and served results) and
-    ``jobs/<id>/`` (what each job writes)."""
-
-    def __init__(self, parent: str | os.PathLike | None = None) -> None:
-        if parent is not None:
-            Path(parent).mkdir(parents=True, exist_ok=True)
-        self.root = Path(tempfile.mkdtemp(prefix="fadm_app_", dir=parent)).resolve()
-        self.cache = self.root / "gradio"
-        self.jobs = self.root / "jobs"
-        self.cache.mkdir()
-        self.jobs.mkdir()
-        self._lock = threading.Lock()
-
-    def new_job(self) -> Path:
-        folder = self.jobs / f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:8]}"
-        folder.mkdir()
-        return folder
-
-    def prune(self, older_than_s: float) -> None:
-        """Remove job folders last changed more than ``older_than_s`` seconds ago."""
-        limit = time.time() - older_than_s
-        with self._lock:
-            for folder in self.jobs.iterdir():
-                try:
-                    if folder.stat().st_mtime < limit:
-                        shutil.rmtree(folder, ignore_errors=True)
-                except FileNotFoundError:
-                    pass
-
-    def forget_upload(self, path: str | os.PathLike | None) -> None:
-        """Remove an uploaded file of Gradio's cache (and its folder when it is left empty)."""
-        if not path:
-            return
-        path = Path(path).resolve()
-        if self.cache not in path.parents:
-            return  # not an upload of this app (e.g. an example file)
-        path.unlink(missing_ok=True)
-        folder = path.parent
-        while folder != self.cache and folder.is_dir() and not any(folder.iterdir()):
-            folder.rmdir()
-            folder = folder.parent
-
-    def files(self) -> list[Path]:
-        return sorted(p for p in self.root.rglob("*") if p.is_file())
-
-    def remove(self) -> None:
-        shutil.rmtree(self.root, ignore_errors=True)
-
-
-class JobError(Exception):
-    """An expected problem of one job, its message fit for the page."""
-
-
-def _display(message: str, names: dict[str, str]) -> str:
-    """The message with the temporary paths of uploads replaced by the names people gave them."""
-    for path, name in sorted(names.items(), key=lambda item: -len(item[0])):
-        message = message.replace(path, name)
-    return message
-
-
-class WebApp:
-    """The jobs of the page over one refiner (``coarse`` needed for Animate)."""
-
-    def __init__(
-        self,
-        refiner: Refiner,
-        sampler: SamplerSettings,
-        animate_options: AnimateOptions,
-        rectify_options: RectifyOptions,
-        settings: AppSettings,
-        workspace: Workspace,
-        log: Callable[[str], None] = print,
-    ) -> None:
-        self.refiner = refiner
-        self.sampler = sampler
-        self.animate_options = replace(animate_options, progress=False, side_by_side=True)
-        self.rectify_options = replace(rectify_options, progress=False, side_by_side=True)
-        self.settings = settings
-        self.workspace = workspace
-        self.log = log
-        self._lock = threading.Lock()  # one job at a time on the model (the queue does too)
-
-    # ------------------------------------------------------------------ checks
-    def sampler_for(self, preset: str | None) -> SamplerSettings:
-        preset = preset or self.settings.preset
-        if preset not in PRESETS:
-            raise JobError(f"unknown sampler preset {preset!r} (one of {', '.join(PRESETS)})")
-        changes = PRESETS[preset]
-        return replace(self.sampler, **changes) if changes else self.sampler
-
-    def check_video(self, path: Path, role: str) -> None:
-        """A readable video within the limits (``max_seconds``, ``max_frames_upload``)."""
-        info = probe_video(path)  # VideoReadError: not a video
-        frames = info.num_frames
-        seconds = frames / float(info.fps) if frames and info.fps else None
-        if seconds is not None and seconds > self.settings.max_seconds:
-            raise JobError(
-                f"{path}: the {role} is {seconds:.1f} s long; this app takes videos of up to "
-                f"{self.settings.max_seconds:g} s (max_seconds). Cut it first."
-            )
-        if frames is not None and frames > self.settings.max_frames_upload:
-            raise JobError(
-                f"{path}: the {role} has {frames} frames; this app takes up to "
-                f"{self.settings.max_frames_upload} (max_frames_upload). Cut it first."
-            )
-
-    @staticmethod
-    def _max_frames(value: Any) -> int | None:
-        if value is None or value == "":
-            return None
-        value = int(value)
-        return value if value > 0 else None
-
-    # ------------------------------------------------------------------ jobs
-    def _run(
-        self,
-        work: Callable[[Path], dict[str, Any]],
-        uploads: dict[str, str | None],
-        forget_uploads: bool,
-    ) -> dict[str, Any]:
-        """Run ``work(job folder)``; on any error remove the folder (and, for the API, the
-        uploads) and raise :class:`JobError` with a one-line message naming the files as
-        uploaded."""
-        names = {str(Path(p)): Path(p).name for p in uploads.values() if p}
-        names.update({str(Path(p).resolve()): Path(p).name for p in uploads.values() if p})
-        missing = [role for role, path in uploads.items() if not path]
-        job = None
-        try:
-            if missing:
-                raise JobError(f"give the {' and the '.join(missing)}")
-            with self._lock:
-                self.workspace.prune(self.settings.keep_results_minutes * 60)
-                job = self.workspace.new_job()
-                return work(job)
-        except BaseException as err:
-            if job is not None:
-                shutil.rmtree(job, ignore_errors=True)
-            if isinstance(err, JobError):
-                raise JobError(_display(str(err), names)) from err
-            inner = cli.unwrap(err)
-            if isinstance(inner, cli.EXPECTED_ERRORS):
-                raise JobError(_display(str(inner), names)) from err
-            if isinstance(err, Exception):
-                self.log("".join(traceback.format_exception(err)))
-                raise JobError(
-                    _display(f"the job failed: {type(err).__name__}: {err}", names)
-                ) from err
-            raise
-        finally:
-            if forget_uploads:  # the API's inputs are not shown anywhere: done with them
-                for path in uploads.values():
-                    self.workspace.forget_upload(path)
-
-    def animate(
-        self,
-        portrait: str | None,
-        driving: str | None,
-        preset: str | None = None,
-        mode: str = "relative",
-        paste_back: bool = False,
-        audio: bool = True,
-        max_frames: int | None = None,
-        on_frames: Callable[[int, int | None], None] | None = None,
-        forget_uploads: bool = False,
-    ) -> dict[str, Any]:
-        """Animate ``portrait`` with ``driving``: the report of
-        :func:`~fadm_lightning.inference.animate.animate_video` (``output``, ``side_by_side``)."""
-
-        def work(job: Path) -> dict[str, Any]:
-            source, video = Path(portrait), Path(driving)
-            if mode not in ("relative", "absolute"):
-                raise JobError(f"motion must be relative or absolute, got {mode!r}")
-            read_image(source)  # ImageReadError naming the file: not an image
-            self.check_video(video, "driving video")
-            options = replace(
-                self.animate_options,
-                mode=mode,
-                paste_back=bool(paste_back),
-                audio=bool(audio),
-                max_frames=self._max_frames(max_frames),
-            )
-            output = job / f"{source.stem}__{video.stem}.mp4"
-            return animate_video(
-                self.refiner,
-                source,
-                video,
-                output,
-                self.sampler_for(preset),
-                options,
-                log=self.log,
-                on_frames=on_frames,
-            )
-
-        uploads = {"portrait": portrait, "driving video": driving}
-        return self._run(work, uploads, forget_uploads)
-
-    def rectify(
-        self,
-        video: str | None,
-        preset: str | None = None,
-        paste_back: bool = False,
-        audio: bool = True,
-        max_frames: int | None = None,
-        on_frames: Callable[[int, int | None], None] | None = None,
-        forget_uploads: bool = False,
-    ) -> dict[str, Any]:
-        """Refine every frame of ``video``: the report of
-        :func:`~fadm_lightning.inference.rectify.rectify_video`."""
-
-        def work(job: Path) -> dict[str, Any]:
-            path = Path(video)
-            self.check_video(path, "video")
-            options = replace(
-                self.rectify_options,
-                paste_back=bool(paste_back),
-                audio=bool(audio),
-                max_frames=self._max_frames(max_frames),
-            )
-            output = job / f"{path.stem}_rectified.mp4"
-            return rectify_video(
-                self.refiner,
-                path,
-                output,
-                self.sampler_for(preset),
-                options,
-                log=self.log,
-                on_frames=on_frames,
-            )
-
-        return self._run(work, {"video": video}, forget_uploads)
-
-
-def summary(report: dict[str, Any]) -> str:
-    line = (
-        f"{report['frames']} frames at {report['fps']:g} fps in {report['seconds']} s "
-        f"({report['sampler']}); audio: {report['audio']}"
-    )
-    if report.get("best_frame") is not None:
-        line += f"; reference driving frame {report['best_frame']}"
-    if report.get("frames_without_face"):
-        line += f"; {report['frames_without_face']} frame(s) without a detectable face"
-    return line
 
 
 # ---------------------------------------------------------------------------------- the page
@@ -350,7 +72,8 @@ def build_demo(web: WebApp, title: str = "FADM — animate a portrait, rectify a
     import gradio as gr
 
     settings = web.settings
-    preset_choices = [(PRESET_LABELS[k], k) for k in PRESETS]
+    # what each preset really is with this model: calls per frame and their measured cost
+    preset_choices = [(web.preset_label(k), k) for k in PRESETS]
 
     progress_bar = gr.Progress()  # Gradio gives each call its own, through this default
 
@@ -362,6 +85,14 @@ def build_demo(web: WebApp, title: str = "FADM — animate a portrait, rectify a
 
     def fail(err: JobError) -> gr.Error:
         return gr.Error(str(err), print_exception=False)
+
+    def estimate_hook(progress: Any, what: str) -> Callable[[Estimate, str], None]:
+        def on_estimate(estimate: Estimate, text: str) -> None:
+            position = len(web.queue) + 1
+            queued = f", position {position} in the queue" if position > 1 else ""
+            progress(0, desc=f"{what}: {text}{queued}")
+
+        return on_estimate
 
     def ui_animate(
         portrait, driving, preset, mode, paste_back, audio, max_frames, progress=progress_bar
@@ -377,6 +108,7 @@ def build_demo(web: WebApp, title: str = "FADM — animate a portrait, rectify a
                 audio,
                 max_frames,
                 on_frames=progress_hook(progress),
+                on_estimate=estimate_hook(progress, "animating"),
             )
         except JobError as err:
             raise fail(err) from None
@@ -387,7 +119,13 @@ def build_demo(web: WebApp, title: str = "FADM — animate a portrait, rectify a
         progress(0, desc="finding the face")
         try:
             report = web.rectify(
-                video, preset, paste_back, audio, max_frames, on_frames=progress_hook(progress)
+                video,
+                preset,
+                paste_back,
+                audio,
+                max_frames,
+                on_frames=progress_hook(progress),
+                on_estimate=estimate_hook(progress, "rectifying"),
             )
         except JobError as err:
             raise fail(err) from None
@@ -447,8 +185,10 @@ def build_demo(web: WebApp, title: str = "FADM — animate a portrait, rectify a
         return report["output"]
 
     limits = (
-        f"Videos of up to {settings.max_seconds:g} s and {settings.max_frames_upload} frames. "
-        "A face is needed in the portrait and in the video. Jobs run one at a time."
+        f"Videos of up to {settings.max_video_seconds:g} s and {settings.max_frames_upload} "
+        "frames. A face is needed in the portrait and in the video. Jobs run one at a time "
+        f"({settings.max_queue} more can wait); a job estimated over {settings.max_seconds:g} s "
+        "on this machine is refused with its estimate."
     )
     max_slider = max(settings.max_frames_upload, settings.preview_frames)
     cache_minutes = max(settings.keep_results_minutes, 1.0)
@@ -572,7 +312,9 @@ def build_demo(web: WebApp, title: str = "FADM — animate a portrait, rectify a
             api_out,
             api_name="rectify",
         )
-    demo.queue(default_concurrency_limit=1)
+    # every call enters at once: WebApp's own queue runs one job at a time and answers "busy,
+    # position N" beyond max_queue (Gradio's queue would keep them waiting without a word)
+    demo.queue(default_concurrency_limit=None)
     return demo
 
 
@@ -591,7 +333,9 @@ def settings_from_config(cfg: DictConfig) -> AppSettings:
         preset=str(cfg.preset),
         preview_frames=int(cfg.preview_frames or 0),
         max_seconds=float(cfg.max_seconds),
+        max_video_seconds=float(cfg.max_video_seconds),
         max_frames_upload=int(cfg.max_frames_upload),
+        max_queue=int(cfg.max_queue),
         keep_results_minutes=float(cfg.keep_results_minutes),
         examples=folder.resolve() if folder else None,
     )
@@ -631,6 +375,7 @@ class Server:
     def close(self) -> None:
         try:
             self.demo.close()
+            self.web.close()
         finally:
             self.workspace.remove()
             if self._previous_temp is None:
@@ -716,4 +461,14 @@ def _interrupt(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt
 
 
-__all__ = ["AppSettings", "JobError", "Server", "WebApp", "Workspace", "build_demo", "run", "start"]
+__all__ = [
+    "AppSettings",
+    "JobError",
+    "Server",
+    "WebApp",
+    "Workspace",
+    "build_demo",
+    "run",
+    "start",
+    "summary",
+]

@@ -189,6 +189,7 @@ def run_jobs(
         if done and job.output.is_file():
             results.append({**entry, "status": "already_done"})
             continue
+        remove_stale_temporaries(job.output)  # of a run that was killed writing it
         try:
             report = run_one(job)
         except Exception as err:  # one broken input does not stop the batch
@@ -230,6 +231,34 @@ def run_jobs(
     if num_tasks > 1:
         summary["task"] = {"index": task_index, "count": num_tasks, "merged": not missing}
     return summary
+
+
+def remove_stale_temporaries(output: Path) -> list[Path]:
+    """Remove the hidden temporary files of ``output`` (``.<name>.<pid>.*tmp*``, as the video
+    and image writers name them) whose process is gone: what a killed run leaves. Files of a
+    process that still runs (another task writing the same folder) are kept."""
+    removed = []
+    prefix = f".{output.name}."
+    for path in output.parent.glob(f"{prefix}*"):
+        pid = path.name[len(prefix) :].split(".", 1)[0]
+        if "tmp" not in path.name or not pid.isdigit() or _alive(int(pid)):
+            continue
+        try:
+            path.unlink()
+            removed.append(path)
+        except OSError:  # a folder, or gone meanwhile
+            continue
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
 
 
 def _summary(num_jobs: int, results: list[dict[str, Any]], settings: dict) -> dict[str, Any]:

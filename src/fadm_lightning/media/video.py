@@ -29,11 +29,11 @@ from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageSequence
 
 from fadm_lightning.media.audio import DEFAULT_FPS, add_audio
 from fadm_lightning.media.errors import VideoReadError
-from fadm_lightning.media.image import read_image
+from fadm_lightning.media.image import check_image_header, check_pixels, read_image, to_rgb8
 
 PNG_NAME = "{:07d}.png"
 # how training clips are encoded (write_mp4, preprocessing): near-lossless, full chroma, and
@@ -66,6 +66,7 @@ def _open(path: str | os.PathLike):
         raise VideoReadError(f"{path}: no such video file")
     if path.stat().st_size == 0:
         raise VideoReadError(f"{path}: empty video file (0 bytes)")
+    check_image_header(path, "video's frame")  # a still image: FFmpeg would decode it to open it
     try:
         container = av.open(str(path))
     except Exception as err:  # PyAV raises many FFmpegError subclasses, OSError, ValueError
@@ -73,7 +74,36 @@ def _open(path: str | os.PathLike):
     if not container.streams.video:
         container.close()
         raise VideoReadError(f"{path}: no video stream (is it a video file?)")
+    codec = container.streams.video[0].codec_context
+    if codec is None:  # a stream FFmpeg has no decoder for (or a corrupt codec header)
+        container.close()
+        raise VideoReadError(
+            f"{path}: the video stream has no known codec (corrupt or unsupported)"
+        )
+    try:  # the frame size of the header, before any frame is decoded
+        check_pixels(path, codec.width or 0, codec.height or 0, "video's frame")
+    except VideoReadError:
+        container.close()
+        raise
     return container
+
+
+def _animated_webp(path: Path) -> Image.Image | None:
+    """The open image when ``path`` is an animated WebP (FFmpeg's webp decoder reads stills
+    only, so these frames come from Pillow), else None."""
+    try:
+        image = Image.open(path)
+    except Exception:  # not an image: PyAV's turn
+        return None
+    if image.format == "WEBP" and getattr(image, "is_animated", False):
+        return image
+    image.close()
+    return None
+
+
+def _webp_fps(image: Image.Image) -> Fraction:
+    duration_ms = image.info.get("duration") or 0
+    return Fraction(1000, int(duration_ms)) if duration_ms > 0 else DEFAULT_FPS
 
 
 def _fps(stream) -> Fraction:
@@ -84,6 +114,12 @@ def _fps(stream) -> Fraction:
 def probe_video(path: str | os.PathLike) -> VideoInfo:
     """Frame rate, frame count (if the header knows it), size and audio codec of a video."""
     path = Path(path)
+    check_image_header(path, "video's frame")
+    animation = _animated_webp(path) if path.is_file() else None
+    if animation is not None:
+        with animation:
+            fps = _webp_fps(animation)
+            return VideoInfo(path, fps, animation.n_frames, animation.width, animation.height, None)
     with _open(path) as container:
         stream = container.streams.video[0]
         fps = _fps(stream)
@@ -92,7 +128,9 @@ def probe_video(path: str | os.PathLike) -> VideoInfo:
             num_frames = round(float(stream.duration * stream.time_base * fps)) or None
         elif num_frames is None and container.duration:
             num_frames = round(container.duration / 1_000_000 * float(fps)) or None
-        audio = container.streams.audio[0].codec_context.name if container.streams.audio else None
+        # an audio stream without a known codec (corrupt header) counts as no audio
+        audio_codec = container.streams.audio[0].codec_context if container.streams.audio else None
+        audio = audio_codec.name if audio_codec is not None else None
         width, height = stream.codec_context.width, stream.codec_context.height
     return VideoInfo(path, fps, num_frames, width, height, audio)
 
@@ -108,25 +146,59 @@ def iter_frames(path: str | os.PathLike, max_frames: int | None = None) -> Itera
 
     Raises:
         VideoReadError: the file is missing, unreadable, has no video stream, no decodable frame,
-            or decoding fails part-way (the message names the file and the frame).
+            frames over the size limit (``media.image.check_pixels``, from the header), frames
+            whose size changes mid-stream, or decoding fails part-way (the message names the
+            file and the frame).
     """
     path = Path(path)
+    check_image_header(path, "video's frame")
+    animation = _animated_webp(path) if path.is_file() else None
+    if animation is not None:
+        yield from _webp_frames(path, animation, max_frames)
+        return
     with _open(path) as container:
         stream = container.streams.video[0]
         count = 0
+        size = None
         try:
             for frame in container.decode(stream):
                 if max_frames is not None and count >= max_frames:
                     break
+                if size is None:
+                    check_pixels(path, frame.width, frame.height, "video's frame")
+                    size = (frame.width, frame.height)
+                elif (frame.width, frame.height) != size:
+                    raise VideoReadError(
+                        f"{path}: frame {count} is {frame.width}×{frame.height} but the first "
+                        f"frame is {size[0]}×{size[1]} (the frame size changes mid-stream); "
+                        "re-encode the video at one size"
+                    )
                 image = frame.to_ndarray(format="rgb24")
                 yield upright(image, getattr(frame, "rotation", 0) or 0)
                 count += 1
+        except VideoReadError:
+            raise
         except Exception as err:  # FFmpegError subclasses: corrupt or truncated data
             raise VideoReadError(
                 f"{path}: decoding failed after {count} frame(s) ({type(err).__name__}: {err})"
             ) from err
     if count == 0:
         raise VideoReadError(f"{path}: the video has no frames")
+
+
+def _webp_frames(path: Path, animation: Image.Image, max_frames: int | None):
+    count = 0
+    with animation:
+        try:
+            for frame in ImageSequence.Iterator(animation):
+                if max_frames is not None and count >= max_frames:
+                    break
+                yield to_rgb8(frame.convert("RGBA"))[0]  # transparent pixels over white
+                count += 1
+        except Exception as err:  # a truncated or corrupt frame
+            raise VideoReadError(
+                f"{path}: decoding failed after {count} frame(s) ({type(err).__name__}: {err})"
+            ) from err
 
 
 def read_frame(path: str | os.PathLike, index: int) -> np.ndarray:

@@ -28,6 +28,7 @@ from fadm_lightning.metrics.image import frame_metrics
 from fadm_lightning.models.agcn import AGCN
 from fadm_lightning.pipeline import FADMPipeline, min_snr_weight, training_target
 from fadm_lightning.synthetic.annotations import collated_clip_frames
+from fadm_lightning.systems.epochs import set_dataset_epoch
 
 FROZEN_PREFIXES = ("coarse.", "attributes.")
 METRICS = ("l1", "psnr", "ssim")
@@ -224,6 +225,9 @@ class FADMLitModule(L.LightningModule):
             self.ema.to(self.device)
         if self.logger is not None:
             self.logger.log_hyperparams(self.parameter_counts())
+
+    def on_train_epoch_start(self) -> None:
+        set_dataset_epoch(self.trainer)
 
     # ------------------------------------------------------------------ training
     def prepare_batch(self, batch: dict[str, Any], attributes_from: str | None = "driving"):

@@ -44,6 +44,7 @@ from fadm_lightning.models.coarse.fomm.training import (
     lsgan_discriminator_loss,
     lsgan_generator_loss,
 )
+from fadm_lightning.systems.epochs import set_dataset_epoch
 
 # the frozen perceptual network is rebuilt from its own file, not stored in every checkpoint
 FROZEN_PREFIXES = ("perceptual.",)
@@ -276,6 +277,9 @@ class FOMMLitModule(L.LightningModule):
     def _optimizer_list(self) -> list:
         optimizers = self.optimizers()
         return optimizers if isinstance(optimizers, list) else [optimizers]
+
+    def on_train_epoch_start(self) -> None:
+        set_dataset_epoch(self.trainer)
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
         source, driving = batch["source"], batch["driving"]  # B×3×H×W each
