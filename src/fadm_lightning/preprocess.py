@@ -55,12 +55,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from fadm_lightning.config import hydra_main
 from fadm_lightning.data.partition import resolve_task
-from fadm_lightning.data.preprocessing import (
-    format_summary,
-    merge,
-    preprocess,
-    settings_from_config,
-)
+from fadm_lightning.data.preprocess_summary import format_summary
+from fadm_lightning.data.preprocessing import merge, preprocess, settings_from_config
 
 
 def _merge(cfg: DictConfig) -> None:

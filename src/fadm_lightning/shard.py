@@ -19,7 +19,7 @@ import sys
 from omegaconf import DictConfig, OmegaConf
 
 from fadm_lightning.config import hydra_main
-from fadm_lightning.data.shards import format_summary, write_shards
+from fadm_lightning.data.shard_writer import format_summary, write_shards
 
 
 def _main(cfg: DictConfig) -> None:

@@ -18,6 +18,8 @@ from hydra.utils import instantiate
 from lightning.pytorch.callbacks import ModelCheckpoint
 
 from fadm_lightning.config import compose_config
+from fadm_lightning.data.items import pair_item, train_pair_indices
+from fadm_lightning.data.shard_writer import write_shards
 from fadm_lightning.data.shards import (
     SUMMARY_FILE,
     ShardClip,
@@ -28,7 +30,6 @@ from fadm_lightning.data.shards import (
     VoxCelebShardsDataModule,
     item_rng,
     split_dir,
-    write_shards,
 )
 from fadm_lightning.data.transforms import FrameAugmentation
 from fadm_lightning.data.voxceleb import (
@@ -36,8 +37,6 @@ from fadm_lightning.data.voxceleb import (
     VoxCelebIndex,
     VoxCelebPairsDataset,
     VoxCelebTrainDataset,
-    pair_item,
-    train_pair_indices,
 )
 from fadm_lightning.media.errors import VideoReadError
 from fadm_lightning.media.video import read_frames

@@ -134,6 +134,7 @@ def test_channels_last_setting_is_in_the_configs():
 def test_speed_benchmark_tiny_end_to_end(tmp_path, capsys):
     pytest.importorskip("dlib", reason="the face crops and landmark attributes need dlib")
     from fadm_lightning.benchmarks import speed
+    from fadm_lightning.inference.stages import STAGES
 
     result = speed.main(
         [
@@ -165,6 +166,13 @@ def test_speed_benchmark_tiny_end_to_end(tmp_path, capsys):
     assert all(not r.get("skipped") for r in saved["rows"]), saved["rows"]
     assert result["speedup_vs_official"] == pytest.approx(float(match.group(1)), rel=1e-3)
     assert "| official |" in (tmp_path / "speed.md").read_text()
+    # where a frame's time goes: every stage of the command ran, and the parts add up
+    breakdown = saved["breakdown"]
+    stages = breakdown["stages"]
+    assert list(stages) == [*STAGES, "other"]
+    assert all(seconds > 0 for name, seconds in stages.items() if name != "other"), stages
+    assert sum(stages.values()) == pytest.approx(breakdown["s_per_frame"], rel=1e-6)
+    assert "### Where a frame's time goes" in (tmp_path / "speed.md").read_text()
     from ..conftest import TEST_THREADS
 
     assert torch.get_num_threads() == TEST_THREADS  # the conftest's thread count is restored

@@ -187,3 +187,32 @@ def test_the_cycle_check_sees_a_cycle():
     assert "fadm_lightning.loading.folder" in graph["fadm_lightning.pipeline"]
     graph["fadm_lightning.loading.folder"].add("fadm_lightning.pipeline")
     assert ["fadm_lightning.loading.folder", "fadm_lightning.pipeline"] in _cycles(graph)
+
+
+#: the longest a source file may be without its docstring saying why (issue 24)
+MAX_LINES = 600
+
+
+def long_files(root: Path) -> list[str]:
+    """``path: N lines`` for each ``.py`` file under ``root`` over :data:`MAX_LINES` lines whose
+    module docstring does not say why (a line containing "over 600 lines")."""
+    found = []
+    for path in sorted(root.rglob("*.py")):
+        text = path.read_text()
+        lines = text.count("\n") + (not text.endswith("\n"))
+        if lines <= MAX_LINES:
+            continue
+        docstring = ast.get_docstring(ast.parse(text)) or ""
+        if f"over {MAX_LINES} lines" not in docstring:
+            found.append(f"{path.relative_to(root)}: {lines} lines")
+    return found
+
+
+def test_no_source_file_is_over_600_lines_without_saying_why(tmp_path):
+    assert long_files(PACKAGE) == []
+    # the check sees a long file, and accepts one whose docstring says why
+    (tmp_path / "long.py").write_text('"""A module."""\n' + "x = 1\n" * MAX_LINES)
+    (tmp_path / "why.py").write_text(
+        '"""A table: over 600 lines because it lists every key."""\n' + "x = 1\n" * MAX_LINES
+    )
+    assert long_files(tmp_path) == [f"long.py: {MAX_LINES + 1} lines"]

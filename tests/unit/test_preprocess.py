@@ -13,14 +13,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from fadm_lightning.data.preprocessing import (
-    CropSettings,
-    format_summary,
-    iter_video,
-    output_stem,
-    preprocess,
-    summarize,
-)
+from fadm_lightning.data.preprocess_summary import format_summary, summarize
+from fadm_lightning.data.preprocessing import CropSettings, iter_video, output_stem, preprocess
 from fadm_lightning.faces.crop import FaceCrop, crop_square, cut_square, square_crop_box
 from fadm_lightning.faces.tubes import box_iou, link_tubes, select_tubes
 from fadm_lightning.media.video import iter_frames, read_frames, write_mp4

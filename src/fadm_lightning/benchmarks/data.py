@@ -17,7 +17,7 @@
    ``fadm_lightning.preprocess`` writes), and as a PNG folder.
 4. Shards (``docs/scaling.md, "Sharded streaming data"``): writes the mp4 and the PNG tree, each clip repeated
    ``--shard-copies`` times under other names (symbolic links: the same clips, enough of them for
-   whole batches per pass), as LitData shards with ``fadm_lightning.data.shards.write_shards`` and
+   whole batches per pass), as LitData shards with ``fadm_lightning.data.shard_writer.write_shards`` and
    times the ``voxceleb_shards`` data module's streaming loader (``StreamingDataLoader``, one
    worker) like the folder modules above, plus the two-frame read of a stored record.
 5. Prints the workers one GPU needs: ``ceil(margin · gpu_batch / gpu_step_s / pairs_per_s)``, and
@@ -131,7 +131,7 @@ def repeated_tree(src: Path, dst: Path, copies: int) -> Path:
 
 def build_shards(workdir: Path, trees: dict[str, Path], copies: int) -> dict[str, Path]:
     """LitData shards of the mp4 and PNG trees, each train clip ``copies`` times."""
-    from fadm_lightning.data.shards import write_shards
+    from fadm_lightning.data.shard_writer import write_shards
 
     shards = {}
     for fmt in ("mp4", "png"):

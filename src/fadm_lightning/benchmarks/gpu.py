@@ -48,14 +48,9 @@ from fadm_lightning.benchmarks.speed import (
     sampler_calls,
     unet_parameters,
 )
+from fadm_lightning.sampler import OFFICIAL_SAMPLER
 
 PRECISIONS = ("fp32", "bf16", "bf16+compile")
-
-
-def official_sampler() -> dict[str, Any]:
-    from fadm_lightning.inference.model import OFFICIAL_SAMPLER
-
-    return dict(OFFICIAL_SAMPLER)
 
 
 def batch_candidates(cap: int) -> list[int]:
@@ -85,7 +80,7 @@ def probe_largest_batch(
     refiner, precision: str, cap: int, log: Callable[[str], None]
 ) -> tuple[int, list[dict]]:
     """The largest batch of :func:`batch_candidates` whose denoiser forward fits in memory."""
-    from fadm_lightning.benchmarks.speed import Denoiser
+    from fadm_lightning.benchmarks.onnx_forward import Denoiser
 
     pipe, device, size = refiner.pipe, refiner.device, refiner.image_size
     model = Denoiser(pipe).eval()
@@ -169,7 +164,7 @@ def time_row(
     from fadm_lightning.inference.model import SamplerSettings
 
     device = refiner.device
-    sampler = STUDENT_SAMPLER if sampler_name == "student" else official_sampler()
+    sampler = STUDENT_SAMPLER if sampler_name == "student" else dict(OFFICIAL_SAMPLER)
     calls = sampler_calls(sampler)
     amp = "bf16" if precision.startswith("bf16") else "fp32"
     row: dict[str, Any] = {
@@ -231,7 +226,7 @@ def time_row(
 
 def forward_seconds(refiner, batch: int, precision: str) -> float:
     """Seconds of one denoiser forward (AGCN condition + UNet) at ``batch`` (the second of two)."""
-    from fadm_lightning.benchmarks.speed import Denoiser
+    from fadm_lightning.benchmarks.onnx_forward import Denoiser
 
     pipe, device, size = refiner.pipe, refiner.device, refiner.image_size
     model = Denoiser(pipe).eval()
@@ -432,7 +427,7 @@ def _error_row(
         "compile_mode": None,
         "batch": batch,
         "denoiser_calls_per_frame": sampler_calls(
-            STUDENT_SAMPLER if sampler == "student" else official_sampler()
+            STUDENT_SAMPLER if sampler == "student" else dict(OFFICIAL_SAMPLER)
         ),
         "frames": None,
         "seconds": None,

@@ -18,7 +18,7 @@ parameters).
 Rows:
 
 * **official**: 100 DDIM steps, η = 1, strength 1, from pure noise, x̂_0 not clipped
-  (:data:`~fadm_lightning.inference.model.OFFICIAL_SAMPLER`): 100 denoiser calls per frame.
+  (:data:`~fadm_lightning.sampler.OFFICIAL_SAMPLER`): 100 denoiser calls per frame.
   ``--official-timing extrapolated`` (the default on the CPU, where the full sampler takes about
   8 minutes per frame on one core) runs it end to end with 2 and 6 steps (the same η = 1 work per
   step) and reports t = a + b·100 from the fit t = a + b·steps; those rows are labelled
@@ -36,6 +36,10 @@ Rows:
   The last line of the output is ``speedup_vs_official=<official s/frame ÷ fastest s/frame>``
   at batch 1, wall clock.
 
+After the rows, **where a frame's time goes**: the fastest preset at the first batch size, with
+paste-back, timed per stage (setup, decode, crop, coarse, attributes, denoiser, paste-back, encode;
+:mod:`~fadm_lightning.inference.stages`).
+
 ``--onnx`` adds a table of the denoiser forward alone (AGCN condition + UNet) in eager PyTorch
 and in ONNX Runtime (skipped with the reason when onnxruntime or onnx is not installed; ONNX
 Runtime is not a dependency: it was not ≥ 1.5× faster than eager PyTorch on the CPU it was
@@ -47,14 +51,13 @@ measured on, docs/inference.md); ``--onnx-only`` runs that table alone.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import sys
 import tempfile
 import time
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -62,13 +65,32 @@ from typing import Any
 import torch
 
 from fadm_lightning.benchmarks import cpu_name
+from fadm_lightning.benchmarks.engineering import (
+    EAGER,
+    FASTEST_ENGINEERING,
+    Engineering,
+    describe_fastest,
+    engineering_applied,
+    engineering_rows,
+    fastest_engineering,
+    parse_fastest,
+)
 from fadm_lightning.benchmarks.inference import (
     PAPER_OVERRIDES,
     RANDOM_WEIGHTS_NOTE,
     benchmark_inputs,
     peak_memory,
 )
-from fadm_lightning.sampler import denoiser_calls
+from fadm_lightning.benchmarks.onnx_forward import onnx_rows
+from fadm_lightning.benchmarks.speed_report import (
+    EXTRAPOLATION_STEPS,
+    breakdown_markdown,
+    describe_machine,
+    markdown,
+    report_markdown,
+    speedups,
+)
+from fadm_lightning.sampler import OFFICIAL_SAMPLER, denoiser_calls
 
 #: the distilled student's sampler: one denoiser call per frame, no noise at all
 STUDENT_SAMPLER = {
@@ -102,102 +124,7 @@ TINY_OVERRIDES = [
     "attributes.upsample=1",  # dlib's HOG detector finds 64-px faces only when upsampled
     "~logger",
 ]
-#: the step counts of the extrapolated official timing
-EXTRAPOLATION_STEPS = (2, 6)
 OFFICIAL_STEPS = 100
-#: the CPU engineering of the fastest preset (docs/inference.md, "Speed: official sampler vs
-#: the distilled student", has the measurements that chose it)
-FASTEST_ENGINEERING = {"precision": "fp32", "channels_last": True, "compile": False}
-
-
-@dataclass(frozen=True)
-class Engineering:
-    """One way of running the denoiser (a row of the table)."""
-
-    key: str
-    label: str
-    threads: int | None = None  # None: the run's threads
-    precision: str = "fp32"
-    compile: bool = False
-    channels_last: bool = False
-    inference_mode: bool = False
-
-    def settings(self, sampler: dict[str, Any], batch_size: int):
-        from fadm_lightning.inference.model import SamplerSettings
-
-        return SamplerSettings(
-            **sampler,
-            batch_size=batch_size,
-            precision=self.precision,
-            compile=self.compile,
-            channels_last=self.channels_last,
-        )
-
-
-EAGER = Engineering("student", "eager fp32, no_grad (baseline)")
-
-
-def engineering_rows(
-    keys: list[str], device: torch.device, threads: int, fastest: dict[str, Any]
-) -> list[Engineering | tuple[str, str]]:
-    """The requested rows, or ``(key, reason)`` for a row this machine cannot run."""
-    from fadm_lightning.inference.model import cpp_compiler_available, cpu_supports_bf16
-
-    rows: list[Engineering | tuple[str, str]] = []
-    for key in keys:
-        if key == "student":
-            rows.append(EAGER)
-        elif key == "threads":
-            if device.type != "cpu":
-                rows.append((key, "threads: CPU only"))
-                continue
-            other = 1 if threads > 1 else max(os.cpu_count() or 1, 1)
-            if other == threads:
-                rows.append((key, f"threads: only {threads} core(s), nothing to compare"))
-                continue
-            rows.append(Engineering(key, f"eager fp32, {other} thread(s)", threads=other))
-        elif key == "channels_last":
-            rows.append(Engineering(key, "channels_last", channels_last=True))
-        elif key == "inference_mode":
-            rows.append(Engineering(key, "torch.inference_mode", inference_mode=True))
-        elif key == "bf16":
-            if device.type == "cpu" and not cpu_supports_bf16():
-                rows.append(
-                    (key, "bf16: this CPU has no native bf16 (avx512_bf16 / amx) in oneDNN")
-                )
-            elif device.type == "cuda" and not torch.cuda.is_bf16_supported():
-                rows.append((key, "bf16: this GPU does not support bf16"))
-            else:
-                rows.append(Engineering(key, "bf16 autocast", precision="bf16"))
-        elif key == "compile":
-            if device.type == "cpu" and not cpp_compiler_available():
-                rows.append((key, "compile: no C++ compiler for inductor"))
-            else:
-                rows.append(Engineering(key, "torch.compile (inductor)", compile=True))
-        elif key == "fastest":
-            rows.append(fastest_engineering(device, fastest))
-        else:
-            raise ValueError(f"unknown row {key!r}")
-    return rows
-
-
-def fastest_engineering(device: torch.device, wanted: dict[str, Any]) -> Engineering:
-    """The fastest preset on this machine: ``wanted`` less what it cannot do."""
-    from fadm_lightning.inference.model import cpp_compiler_available, cpu_supports_bf16
-
-    options = dict(wanted)
-    if options.get("precision") == "bf16" and (
-        (device.type == "cpu" and not cpu_supports_bf16())
-        or (device.type == "cuda" and not torch.cuda.is_bf16_supported())
-    ):
-        options["precision"] = "fp32"
-    if options.get("compile") and device.type == "cpu" and not cpp_compiler_available():
-        options["compile"] = False
-    parts = [options.get("precision", "fp32")]
-    parts += [name for name in ("channels_last", "compile", "inference_mode") if options.get(name)]
-    if options.get("threads"):
-        parts.append(f"{options['threads']} thread(s)")
-    return Engineering("fastest", "FASTEST PRESET: " + " + ".join(parts), **options)
 
 
 # ------------------------------------------------------------------------------------ machine
@@ -212,16 +139,6 @@ def machine(device: torch.device) -> dict[str, Any]:
     if device.type == "cuda":
         info["gpu"] = torch.cuda.get_device_name(device)
     return info
-
-
-def describe_machine(info: dict[str, Any]) -> str:
-    text = f"machine: {info['cpu']} ({info['cores']} cores), torch {info['torch']}, "
-    text += f"{info['torch_threads']} torch thread(s)"
-    if info.get("gpu"):
-        text += f", GPU {info['gpu']}"
-    if info.get("load_avg_1min") is not None:
-        text += f", 1-min load average {info['load_avg_1min']:.2f} at the start"
-    return text
 
 
 # ------------------------------------------------------------------------------------ model
@@ -250,24 +167,6 @@ def unet_parameters(refiner) -> int:
     return sum(p.numel() for p in unet.parameters())
 
 
-@contextlib.contextmanager
-def engineering_applied(refiner, engineering: Engineering) -> Iterator[None]:
-    """Threads for the block; afterwards the denoiser as it was (FrameRefiner changes it in place:
-    channels_last, compile)."""
-    from fadm_lightning.inference.model import use_contiguous_format
-
-    pipe = refiner.pipe
-    unet, threads = pipe.unet, torch.get_num_threads()
-    if engineering.threads:
-        torch.set_num_threads(engineering.threads)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
-        pipe.unet = unet
-        use_contiguous_format(unet)
-
-
 # ------------------------------------------------------------------------------------ timing
 @dataclass
 class Clip:
@@ -280,12 +179,21 @@ class Clip:
     finder: Any
     calls: int = 0
 
-    def animate(self, settings, max_frames: int | None = None, inference_mode: bool = False):
+    def animate(
+        self,
+        settings,
+        max_frames: int | None = None,
+        inference_mode: bool = False,
+        paste_back: bool = False,
+        clock=None,
+    ):
         from fadm_lightning.inference.animate import AnimateOptions, animate_video
 
         self.calls += 1
         out = self.folder / f"out_{self.calls}.mp4"
-        options = AnimateOptions(progress=False, audio=False, max_frames=max_frames)
+        options = AnimateOptions(
+            progress=False, audio=False, max_frames=max_frames, paste_back=paste_back
+        )
         grad = torch.inference_mode if inference_mode else torch.no_grad
         with grad():
             report = animate_video(
@@ -297,6 +205,7 @@ class Clip:
                 options,
                 self.finder,
                 log=_quiet,
+                clock=clock,
             )
         out.unlink(missing_ok=True)
         return report
@@ -358,7 +267,7 @@ def time_official(
     log: Callable[[str], None],
 ) -> dict:
     """The official sampler at ``batch``: measured (full) or fitted to 2- and 6-step runs."""
-    official = {**_official_sampler()}
+    official = dict(OFFICIAL_SAMPLER)
     warm = EAGER.settings(STUDENT_SAMPLER, batch)  # same shapes, one call per frame: cheap
     clip.animate(warm, max_frames=batch)
     if timing == "full":
@@ -394,12 +303,6 @@ def time_official(
     return row
 
 
-def _official_sampler() -> dict[str, Any]:
-    from fadm_lightning.inference.model import OFFICIAL_SAMPLER
-
-    return dict(OFFICIAL_SAMPLER)
-
-
 def time_engineering(
     clip: Clip,
     engineering: Engineering,
@@ -417,192 +320,35 @@ def time_engineering(
     return row
 
 
-# ------------------------------------------------------------------------------------ ONNX
-class Denoiser(torch.nn.Module):
-    """The denoiser forward of one DDIM step: AGCN condition (encode included) + UNet."""
+def stage_breakdown(
+    clip: Clip, engineering: Engineering, batch: int, frames: int, device: torch.device
+) -> dict[str, Any]:
+    """Where a frame's seconds go (``inference.stages``), for ``engineering`` at ``batch`` with
+    paste-back into the full portrait (so that every stage of the command runs)."""
+    from fadm_lightning.inference.stages import StageClock
 
-    def __init__(self, pipe) -> None:
-        super().__init__()
-        self.agcn, self.unet, self.pipe = pipe.agcn, pipe.unet, pipe
-
-    def forward(self, x, coarse, attr_diff, t):  # noqa: D102
-        condition = self.agcn.condition(self.agcn.encode(coarse), attr_diff, t)
-        return self.unet(self.pipe.denoiser_input(x, condition, coarse), t).sample
-
-
-def _clock(fn: Callable[[], torch.Tensor], repeats: int) -> tuple[float, float, torch.Tensor]:
-    """Best wall and process CPU seconds of ``repeats`` calls after a warm-up, and the output."""
-    out = fn()
-    best_wall, best_cpu = float("inf"), float("inf")
-    for _ in range(repeats):
-        began, cpu = time.perf_counter(), time.process_time()
-        out = fn()
-        best_wall = min(best_wall, time.perf_counter() - began)
-        best_cpu = min(best_cpu, time.process_time() - cpu)
-    return best_wall, best_cpu, out
-
-
-def _forward_cases(pipe, model, session, inputs: tuple, repeats: int) -> dict[str, tuple]:
-    from fadm_lightning.inference.model import use_channels_last, use_contiguous_format
-
-    x, coarse, attr, t = inputs
-    results = {}
-    with torch.no_grad():
-        results["eager fp32"] = _clock(lambda: model(x, coarse, attr, t), repeats)
-        use_channels_last(pipe.unet)
-        try:
-            results["eager fp32 + channels_last"] = _clock(
-                lambda: model(x, coarse, attr, t), repeats
-            )
-        finally:
-            use_contiguous_format(pipe.unet)
-    feed = {"x": x.numpy(), "coarse": coarse.numpy(), "attr_diff": attr.numpy(), "t": t.numpy()}
-    results["ONNX Runtime fp32"] = _clock(
-        lambda: torch.from_numpy(session.run(None, feed)[0]), repeats
-    )
-    return results
-
-
-def onnx_rows(
-    refiner, batch_sizes: list[int], folder: Path, log: Callable[[str], None], repeats: int = 3
-) -> tuple[list[dict], str | None]:
-    """Forward time of :class:`Denoiser` in eager PyTorch (fp32, contiguous and channels_last)
-    and in ONNX Runtime (CPU provider, the same threads). ``(rows, reason skipped)``."""
-    try:
-        import onnx  # noqa: F401
-        import onnxruntime as ort
-    except ImportError as err:
-        return [], (
-            f"ONNX Runtime rows skipped: {err.name} is not installed (pip install onnxruntime onnx)"
-        )
-    pipe, device = refiner.pipe, refiner.device
-    if device.type != "cpu":
-        return [], "ONNX Runtime rows skipped: measured on the CPU only"
-    size, threads = refiner.image_size, torch.get_num_threads()
-    model = Denoiser(pipe).eval()
-    conv_out = getattr(pipe.unet, "conv_out", None)
-    if conv_out is not None and not conv_out.weight.any():
-        # the residual target starts its output layer at zero: random weights make the
-        # comparison of outputs mean something (the time does not depend on them)
-        with torch.no_grad():
-            conv_out.weight.normal_(0, 0.02, generator=torch.Generator().manual_seed(1))
-    path = folder / "denoiser.onnx"
-    generator = torch.Generator().manual_seed(0)
-    t = torch.tensor(99)
-
-    def inputs(batch: int) -> tuple:
-        return (
-            torch.randn(batch, 3, size, size, generator=generator),
-            torch.rand(batch, 3, size, size, generator=generator),
-            torch.randn(batch, int(pipe.agcn.attr_dim), generator=generator),
-            t,
-        )
-
+    settings = engineering.settings(STUDENT_SAMPLER, batch)
+    mode = engineering.inference_mode
+    clip.animate(settings, max_frames=batch, inference_mode=mode, paste_back=True)  # warm-up
+    clock = StageClock(device=device)
     began = time.perf_counter()
-    with torch.no_grad(), warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(
-            model,
-            inputs(1),
-            str(path),
-            input_names=["x", "coarse", "attr_diff", "t"],
-            output_names=["output"],
-            dynamic_axes={k: {0: "batch"} for k in ("x", "coarse", "attr_diff", "output")},
-            opset_version=17,
-            dynamo=False,
-        )
-    log(f"  exported the denoiser to ONNX in {time.perf_counter() - began:.1f} s")
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    rows = []
-    for batch in batch_sizes:
-        results = _forward_cases(pipe, model, session, inputs(batch), repeats)
-        reference = results["eager fp32"]
-        for name, (wall, cpu, out) in results.items():
-            row = {
-                "runtime": name,
-                "batch": batch,
-                "threads": threads,
-                "s_per_frame": wall / batch,
-                "cpu_s_per_frame": cpu / batch,
-                "speedup_vs_eager": reference[0] / wall,
-                "cpu_speedup_vs_eager": reference[1] / cpu,
-                "max_abs_diff_vs_eager": float((out.float() - reference[2]).abs().max()),
-                "onnxruntime": ort.__version__,
-            }
-            log(
-                f"  denoiser forward, {name}, batch {batch}: {row['s_per_frame']:.3f} s/frame "
-                f"(CPU {row['cpu_s_per_frame']:.3f}), {row['speedup_vs_eager']:.2f}× eager wall, "
-                f"{row['cpu_speedup_vs_eager']:.2f}× CPU"
-            )
-            rows.append(row)
-    return rows, None
-
-
-def onnx_markdown(rows: list[dict]) -> str:
-    lines = [
-        "| denoiser forward (AGCN condition + UNet) | batch | threads | s / frame (wall) "
-        "| CPU s / frame | vs eager fp32 (wall) | vs eager fp32 (CPU) | max abs diff |",
-        "|---|---|---|---|---|---|---|---|",
-    ]
-    for r in rows:
-        lines.append(
-            f"| {r['runtime']} | {r['batch']} | {r['threads']} | {r['s_per_frame']:.3f} | "
-            f"{r['cpu_s_per_frame']:.3f} | {r['speedup_vs_eager']:.2f}× | "
-            f"{r['cpu_speedup_vs_eager']:.2f}× | {r['max_abs_diff_vs_eager']:.1e} |"
-        )
-    return "\n".join(lines)
+    report = clip.animate(
+        settings, max_frames=frames, inference_mode=mode, paste_back=True, clock=clock
+    )
+    total = (time.perf_counter() - began) / report["frames"]
+    stages = report["stage_s_per_frame"]
+    stages["other"] = max(total - sum(stages.values()), 0.0)  # model-free glue, temp files
+    return {
+        "engineering": engineering.label,
+        "batch": batch,
+        "frames": report["frames"],
+        "paste_back": True,
+        "s_per_frame": total,
+        "stages": stages,
+    }
 
 
 # ------------------------------------------------------------------------------------ report
-def markdown(rows: list[dict]) -> str:
-    lines = [
-        "| row | sampler | engineering | batch | denoiser calls / frame | frames "
-        "| s / frame (wall) | CPU s / frame | CPU / wall | frames / s | load avg "
-        "| peak memory (MiB) | note |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
-    ]
-    for r in rows:
-        sampler = "official (100 steps, η=1)" if r["row"] == "official" else "student (1 step)"
-        if r.get("skipped"):
-            lines.append(
-                f"| {r['row']} | {sampler} | — | {r.get('batch', '—')} | — | — | — | — | — | — "
-                f"| — | — | skipped: {r['skipped']} |"
-            )
-            continue
-        memory = "—" if r["peak_mib"] is None else f"{r['peak_mib']:.0f}"
-        load = "—" if r.get("load") is None else f"{r['load']:.1f}"
-        ratio = r.get("cpu_per_wall")
-        ratio = "—" if ratio is None else f"{ratio:.2f}"
-        lines.append(
-            f"| {r['row']} | {sampler} | {r['engineering']} | {r['batch']} | "
-            f"{r['denoiser_calls_per_frame']} | {r['frames']} | {r['s_per_frame']:.3f} | "
-            f"{r['cpu_s_per_frame']:.3f} | {ratio} | {r['fps']:.3f} | {load} | {memory} | "
-            f"{r['note']} |"
-        )
-    return "\n".join(lines)
-
-
-def _find(rows: list[dict], kind: str, batch: int) -> dict | None:
-    for r in rows:
-        if r["row"] == kind and r.get("batch") == batch and not r.get("skipped"):
-            return r
-    return None
-
-
-def speedups(rows: list[dict], batch_sizes: list[int]) -> dict[str, float | None]:
-    """Official s/frame ÷ fastest (else the student baseline) s/frame, per batch and clock."""
-    out: dict[str, float | None] = {}
-    for batch in batch_sizes:
-        official = _find(rows, "official", batch)
-        ours = _find(rows, "fastest", batch) or _find(rows, "student", batch)
-        for clock in ("s_per_frame", "cpu_s_per_frame"):
-            key = f"batch{batch}_{'wall' if clock == 's_per_frame' else 'cpu'}"
-            out[key] = official[clock] / ours[clock] if official and ours else None
-    return out
 
 
 # ------------------------------------------------------------------------------------ main
@@ -655,6 +401,7 @@ def run(options: Options, log: Callable[[str], None] = print) -> dict[str, Any]:
         rows: list[dict] = []
         onnx: list[dict] = []
         onnx_note = None
+        breakdown: dict[str, Any] | None = None
         with tempfile.TemporaryDirectory() as tmp:
             folder = Path(tmp)
             if options.end_to_end:
@@ -691,6 +438,19 @@ def run(options: Options, log: Callable[[str], None] = print) -> dict[str, Any]:
                             }
                         log(markdown([row]).splitlines()[-1])
                         rows.append(row)
+            if options.end_to_end:
+                engineering = fastest_engineering(device, fastest)
+                batch = options.batch_sizes[0]
+                log(f"end-to-end breakdown per stage ({engineering.label}, batch {batch}) …")
+                try:
+                    with engineering_applied(refiner, engineering):
+                        breakdown = stage_breakdown(
+                            clip, engineering, batch, options.frames, device
+                        )
+                    log(breakdown_markdown(breakdown))
+                except Exception as err:  # reported, never stops the table
+                    breakdown = {"skipped": f"error: {err!r}"}
+                    log(f"breakdown skipped: {err!r}")
             if options.onnx:
                 log("denoiser forward alone: eager PyTorch vs ONNX Runtime …")
                 onnx, onnx_note = onnx_rows(refiner, options.batch_sizes, folder, log)
@@ -709,48 +469,13 @@ def run(options: Options, log: Callable[[str], None] = print) -> dict[str, Any]:
             "rows": rows,
             "onnx_rows": onnx,
             "onnx_note": onnx_note,
+            "breakdown": breakdown,
             "speedups": ratios,
             "speedup_vs_official": ratios.get(f"batch{options.batch_sizes[0]}_wall"),
             "elapsed_s": time.perf_counter() - began,
         }
     finally:
         torch.set_num_threads(threads_before)
-
-
-def report_markdown(result: dict[str, Any]) -> str:
-    info = result["machine"]
-    model = result["model"]
-    out = [
-        "## Speed: official sampler vs the distilled student (animate, end to end)",
-        "",
-        describe_machine(info) + ".",
-        f"Model: {model['name']} (UNet {model['unet_parameters'] / 1e6:.1f} M parameters, "
-        f"{model['size']}×{model['size']}).",
-        "",
-    ]
-    if result["rows"]:
-        if result["official_timing"] == "extrapolated":
-            out[-2] += (
-                f" Official rows: EXTRAPOLATED from {EXTRAPOLATION_STEPS[0]}- and "
-                f"{EXTRAPOLATION_STEPS[1]}-step end-to-end runs (t = a + b·steps at 100 steps)."
-            )
-        else:
-            out[-2] += " Official rows: the 100 steps measured end to end."
-        out[-2] += (
-            f" Fastest preset: student sampler + {describe_fastest(result['fastest_engineering'])}."
-        )
-        out += [markdown(result["rows"]), ""]
-    if result["onnx_rows"]:
-        out += ["### Denoiser forward alone: eager PyTorch vs ONNX Runtime", ""]
-        out += [onnx_markdown(result["onnx_rows"]), ""]
-    elif result.get("onnx_note"):
-        out += [result["onnx_note"], ""]
-    for key, value in result["speedups"].items():
-        if value is not None:
-            out.append(
-                f"speed-up of the fastest preset over the official sampler, {key}: {value:.1f}×"
-            )
-    return "\n".join(out)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -790,30 +515,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--markdown", type=Path, default=None, help="write the tables here")
     parser.add_argument("--json", type=Path, default=None, help="write the results here")
     return parser.parse_args(argv)
-
-
-def describe_fastest(options: dict[str, Any]) -> str:
-    parts = [options.get("precision", "fp32")]
-    parts += [k for k in ("channels_last", "compile", "inference_mode") if options.get(k)]
-    if options.get("threads"):
-        parts.append(f"threads={options['threads']}")
-    return ",".join(parts)
-
-
-def parse_fastest(text: str | None) -> dict[str, Any]:
-    if text is None:
-        return dict(FASTEST_ENGINEERING)
-    options: dict[str, Any] = {"precision": "fp32", "channels_last": False, "compile": False}
-    for part in filter(None, (p.strip() for p in text.split(","))):
-        if part in ("fp32", "bf16"):
-            options["precision"] = part
-        elif part in ("channels_last", "compile", "inference_mode"):
-            options[part] = True
-        elif part.startswith("threads="):
-            options["threads"] = int(part.split("=", 1)[1])
-        else:
-            raise SystemExit(f"--fastest: unknown option {part!r}")
-    return options
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:

@@ -41,8 +41,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from fadm_lightning.data.items import _size, to_float_frames
 from fadm_lightning.data.skipped import SKIPPED_KEY, encode_skipped
-from fadm_lightning.data.voxceleb import _size, to_float_frames
 from fadm_lightning.faces.crop import crop_square
 from fadm_lightning.media.errors import VideoReadError
 from fadm_lightning.media.image import read_image

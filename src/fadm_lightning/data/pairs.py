@@ -30,15 +30,8 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
-from fadm_lightning.data.voxceleb import (
-    CLIP_SUFFIX,
-    Clip,
-    VoxCelebIndex,
-    _size,
-    check_aspect,
-    person_id,
-    to_float_frames,
-)
+from fadm_lightning.data.items import _size, check_aspect, to_float_frames
+from fadm_lightning.data.voxceleb import CLIP_SUFFIX, Clip, VoxCelebIndex, person_id
 from fadm_lightning.media.video import read_frames
 
 log = logging.getLogger(__name__)

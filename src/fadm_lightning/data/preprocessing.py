@@ -10,7 +10,6 @@ import json
 import math
 import multiprocessing as mp
 import os
-from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -20,10 +19,15 @@ import numpy as np
 from PIL import Image
 
 from fadm_lightning.data.partition import TaskParts, digest, resolve_task, task_of, write_json
+from fadm_lightning.data.preprocess_summary import (
+    IMAGE_DIR,
+    SUMMARY_FILE,
+    record_outputs,
+    summarize,
+)
 from fadm_lightning.faces.crop import cut_square, square_crop_box
 from fadm_lightning.faces.detection import FaceFinder
 from fadm_lightning.faces.tubes import (
-    DROP_REASONS,
     check_out_of_frame,
     inside,
     link_tubes,
@@ -36,8 +40,6 @@ from fadm_lightning.media.video import CLIP_ENCODING, PngFolderWriter, VideoWrit
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".flv", ".gif")
 RECORD_DIR = Path(".preprocess") / "records"
 TASK_DIR = Path(".preprocess") / "tasks"  # one summary part per task (num_tasks > 1)
-SUMMARY_FILE = "preprocess_summary.json"
-IMAGE_DIR = "images"
 
 
 @dataclass(frozen=True)
@@ -284,13 +286,6 @@ def process_image(
     return record
 
 
-def _outputs(record: dict[str, Any]) -> list[str]:
-    if record.get("kind") == "image":
-        return [record["output"]] if record.get("output") else []
-    split = record.get("split", "train")
-    return [f"{split}/{t['clip']}" for t in record.get("tubes", []) if t.get("clip")]
-
-
 def _done_record(record_path: Path, settings_key: str, split: str, output_dir: Path) -> dict | None:
     """The saved record of an input when it was finished with the same settings and split."""
     try:
@@ -301,18 +296,18 @@ def _done_record(record_path: Path, settings_key: str, split: str, output_dir: P
         return None
     if record.get("kind") == "video" and record.get("split") != split:
         return None
-    if not all((output_dir / out).exists() for out in _outputs(record)):
+    if not all((output_dir / out).exists() for out in record_outputs(record)):
         return None
     return record
 
 
-def _remove_stale_outputs(record_path: Path, keep: set[str], output_dir: Path) -> None:
+def _remove_stalerecord_outputs(record_path: Path, keep: set[str], output_dir: Path) -> None:
     """Delete the outputs an earlier run (other settings or split) wrote for this input."""
     try:
         old = json.loads(record_path.read_text())
     except (OSError, ValueError):
         return
-    for stale in set(_outputs(old)) - keep:
+    for stale in set(record_outputs(old)) - keep:
         remove_clip(output_dir / stale)
 
 
@@ -345,7 +340,7 @@ def _process(task: tuple[str, str, str, str, str]) -> dict[str, Any]:
     record["settings"] = _SETTINGS.key()
     target = _record_path(out, Path(rel))
     if record["status"] == "done":
-        _remove_stale_outputs(target, set(_outputs(record)), out)
+        _remove_stalerecord_outputs(target, set(record_outputs(record)), out)
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = target.with_name(f".{target.name}.tmp")
         tmp.write_text(json.dumps(record, indent=1))
@@ -493,110 +488,6 @@ def merge(output_dir: str | os.PathLike) -> dict[str, Any]:
     merged = merge_parts(found, Path(run["input_dir"]), output_dir, run["split"], settings)
     write_json(output_dir / SUMMARY_FILE, merged)
     return merged
-
-
-def summarize(
-    records: list[dict[str, Any]],
-    input_dir: Path,
-    output_dir: Path,
-    split: str,
-    settings: CropSettings,
-) -> dict[str, Any]:
-    """Counts of kept (of which padded) and dropped tubes (with reasons), broken and converted
-    inputs, outputs."""
-    summary: dict[str, Any] = {
-        "input_dir": str(input_dir),
-        "output_dir": str(output_dir),
-        "split": split,
-        "settings": asdict(settings),
-    }
-    for kind in ("video", "image"):
-        mine = [r for r in records if r["kind"] == kind]
-        summary[f"{kind}s"] = {
-            "found": len(mine),
-            "processed": sum(r["status"] == "done" and not r.get("already_done") for r in mine),
-            "already_done": sum(bool(r.get("already_done")) for r in mine),
-            "broken": sum(r["status"] == "broken" for r in mine),
-        }
-    tubes = [t for r in records if r["kind"] == "video" for t in r.get("tubes", [])]
-    dropped = Counter(t["reason"] for t in tubes if t["reason"])
-    summary["tubes"] = {
-        "kept": sum(t["reason"] is None for t in tubes),
-        "padded": sum(t["reason"] is None and bool(t.get("padded")) for t in tubes),
-        "dropped": {reason: dropped.get(reason, 0) for reason in DROP_REASONS},
-    }
-    faces = [r for r in records if r["kind"] == "image" and r["status"] == "done"]
-    image_dropped = Counter(r["reason"] for r in faces if r.get("reason"))
-    summary["portraits"] = {
-        "kept": sum(r.get("reason") is None for r in faces),
-        "padded": sum(r.get("reason") is None and bool(r.get("padded")) for r in faces),
-        "dropped": {
-            reason: image_dropped.get(reason, 0) for reason in ("no_face", *DROP_REASONS[1:])
-        },
-    }
-    summary["broken"] = [
-        {"file": r["file"], "error": r["error"]} for r in records if r["status"] == "broken"
-    ]
-    summary["truncated"] = [
-        {"file": r["file"], "warning": r["warning"]} for r in records if r.get("warning")
-    ]
-    summary["converted"] = [
-        {"file": r["file"], "conversion": r["note"]} for r in records if r.get("note")
-    ]
-    done = [r for r in records if r["status"] == "done"]
-    summary["clips"] = [out for r in done if r["kind"] == "video" for out in _outputs(r)]
-    summary["portrait_files"] = [out for r in done if r["kind"] == "image" for out in _outputs(r)]
-    summary["files"] = records
-    return summary
-
-
-def format_summary(summary: dict[str, Any]) -> str:
-    v, i, t, p = summary["videos"], summary["images"], summary["tubes"], summary["portraits"]
-
-    def reasons(counts: dict[str, int]) -> str:
-        return ", ".join(f"{k} {n}" for k, n in counts.items())
-
-    lines = [
-        f"Preprocessed {summary['input_dir']} → {summary['output_dir']} (split {summary['split']})",
-        f"  videos: {v['found']} found, {v['processed']} processed, {v['already_done']} already "
-        f"done, {v['broken']} broken",
-        f"  tubes:  {t['kept']} kept ({t['padded']} padded), {sum(t['dropped'].values())} "
-        f"dropped ({reasons(t['dropped'])})",
-        f"  images: {i['found']} found, {i['processed']} processed, {i['already_done']} already "
-        f"done, {i['broken']} broken; portraits {p['kept']} kept ({p['padded']} padded), "
-        f"{sum(p['dropped'].values())} dropped ({reasons(p['dropped'])})",
-    ]
-    for entry in summary["converted"]:
-        lines.append(f"  converted: {entry['file']}: {entry['conversion']}")
-    for entry in summary["truncated"]:
-        lines.append(f"  truncated: {entry['file']}: {entry['warning']}")
-    for entry in summary["broken"]:
-        lines.append(f"  broken: {entry['file']}: {entry['error']}")
-    lines.append(
-        f"  written: {len(summary['clips'])} clip(s) in {summary['split']}/, "
-        f"{len(summary['portrait_files'])} portrait(s) in {IMAGE_DIR}/"
-    )
-    merged = Path(summary["output_dir"]) / SUMMARY_FILE
-    task = summary.get("task")
-    if task is None:
-        lines.append(f"Summary: {merged}")
-        return "\n".join(lines)
-    lines[0] += (
-        f": task {task['index']} of {task['count']} (below: its share of the {task['inputs']} "
-        "inputs)"
-    )
-    lines.append(f"Task summary: {task['part']}")
-    if task["merged"]:
-        lines.append(f"All {task['count']} tasks done; summary of the whole collection: {merged}")
-    else:
-        waiting = ", ".join(map(str, task["waiting_for"][:20]))
-        more = ", …" if len(task["waiting_for"]) > 20 else ""
-        lines.append(
-            f"Waiting for task_index {waiting}{more}: the last task to finish writes {merged} "
-            f"(or: python -m fadm_lightning.preprocess output_dir={summary['output_dir']} "
-            "merge=true)"
-        )
-    return "\n".join(lines)
 
 
 def settings_from_config(cfg: Any) -> CropSettings:

@@ -31,6 +31,7 @@ from fadm_lightning.inference.model import (
     to_tensor,
     to_uint8,
 )
+from fadm_lightning.inference.stages import StageClock
 from fadm_lightning.media.image import read_image
 from fadm_lightning.media.video import VideoWriter, iter_batches, probe_video, read_frame
 from fadm_lightning.models.attributes.landmarks import NoFaceError
@@ -131,17 +132,20 @@ def animate_video(
     finder: FaceFinder | None = None,
     log: Callable[[str], None] = print,
     on_frames: Callable[[int, int | None], None] | None = None,
+    clock: StageClock | None = None,
 ) -> dict[str, Any]:
     """Animate ``source`` (an image) with ``driving`` (a video), refine, write ``output`` (mp4).
 
     Returns a report: ``output``, ``frames``, ``fps``, ``audio``, ``best_frame``,
-    ``side_by_side``, ``frames_without_face``, ``seconds``.
+    ``side_by_side``, ``frames_without_face``, ``seconds``; with a ``clock``, the seconds per
+    frame of each stage (``stage_s_per_frame``, :mod:`~fadm_lightning.inference.stages`).
 
     ``on_frames(done, total)``, when given, is called after each batch of frames is written
     (``total``: the expected frame count, None when the header does not say; the web app's
     progress bar).
     """
     began = time.perf_counter()
+    clock = clock or StageClock(enabled=False)
     sampler = sampler or SamplerSettings()
     options = options or AnimateOptions()
     source, driving, output = Path(source), Path(driving), Path(output)
@@ -214,32 +218,44 @@ def animate_video(
     if options.max_frames and frames_total:
         frames_total = min(frames_total, options.max_frames)
     bar = tqdm(total=frames_total, desc=NAME, unit="frame", disable=not options.progress)
+    clock.since("setup", began)  # inputs, face scan, the portrait's attributes, reference
+    stage = clock.stage
     try:
         with motion_mode(pipe.coarse, options.mode, options.adapt_scale, initial), torch.no_grad():
-            for frames in iter_batches(driving, sampler.batch_size, options.max_frames):
-                faces = [crop.cut(frame, size) for frame in frames]
-                driving_t = to_tensor(faces, device)  # B×3×S×S
-                coarse_output = pipe.coarse(source_t.expand(len(faces), -1, -1, -1), driving_t)
-                coarse = coarse_output["prediction"].clamp(0, 1)  # g
-                guide = pipe.guide(source_t, coarse_output, driving_t)  # None: none asked for
-                attr_d = attributes(driving_t if attributes_from == "driving" else coarse)
-                refined = to_uint8(refine(coarse, attr_source - attr_d, guide))
-                coarse_u8 = to_uint8(coarse) if side else None
+            batches = iter_batches(driving, sampler.batch_size, options.max_frames)
+            for frames in clock.iterate("decode", batches):
+                with stage("crop"):
+                    faces = [crop.cut(frame, size) for frame in frames]
+                    driving_t = to_tensor(faces, device)  # B×3×S×S
+                with stage("coarse"):
+                    source_b = source_t.expand(len(faces), -1, -1, -1)
+                    coarse_output = pipe.coarse(source_b, driving_t)
+                    coarse = coarse_output["prediction"].clamp(0, 1)  # g
+                    guide = pipe.guide(source_t, coarse_output, driving_t)  # None: none asked
+                with stage("attributes"):
+                    attr_d = attributes(driving_t if attributes_from == "driving" else coarse)
+                with stage("denoiser"):
+                    refined = to_uint8(refine(coarse, attr_source - attr_d, guide))
+                    coarse_u8 = to_uint8(coarse) if side else None
                 for i, face in enumerate(refined):
                     if options.paste_back:
-                        writer.write(source_crop.paste(source_image, face, options.feather))
+                        with stage("paste_back"):
+                            face_out = source_crop.paste(source_image, face, options.feather)
                     else:
-                        writer.write(face)
-                    if side:
-                        side.write(
-                            np.concatenate([source_face, faces[i], coarse_u8[i], face], axis=1)
-                        )
+                        face_out = face
+                    with stage("encode"):
+                        writer.write(face_out)
+                        if side:
+                            side.write(
+                                np.concatenate([source_face, faces[i], coarse_u8[i], face], axis=1)
+                            )
                 bar.update(len(faces))
                 if on_frames is not None:
                     on_frames(writer.num_frames, frames_total)
-        writer.close()
-        if side:
-            side.close()
+        with stage("encode"):
+            writer.close()
+            if side:
+                side.close()
     except BaseException:
         writer.abort()
         if side:
@@ -257,6 +273,7 @@ def animate_video(
         "side_by_side": str(side_path) if side_path else None,
         "frames_without_face": attributes.missing,
         "seconds": round(time.perf_counter() - began, 2),
+        **({"stage_s_per_frame": clock.per_frame(writer.num_frames)} if clock.enabled else {}),
     }
 
 
