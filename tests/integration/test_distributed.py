@@ -96,6 +96,7 @@ def two_checkpoints(tmp_path_factory) -> list[Path]:
     return ckpts
 
 
+@pytest.mark.slow  # keeps the default suite under 15 min on 2 cores (make test-slow runs it)
 def test_evaluate_multirun_on_the_submitit_launcher_gives_the_sequential_numbers(
     two_checkpoints, tmp_path
 ):

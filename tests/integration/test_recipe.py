@@ -150,6 +150,7 @@ def test_an_interrupted_training_resumes_from_its_last_checkpoint(finished, inpu
     assert json.loads((copy / "stages" / "coarse.json").read_text())["resumed"] is True
 
 
+@pytest.mark.slow  # keeps the default suite under 15 min on 2 cores (make test-slow runs it)
 def test_a_killed_stage_completes_on_the_rerun(finished, inputs, tmp_path):
     """SIGKILL the recipe and its training at a random moment of the refiner stage (seeded),
     then rerun: the stage completes and nothing of it is recorded as finished before."""

@@ -313,6 +313,7 @@ def assert_two_submitit_jobs(sweep: Path, log: str) -> None:
         assert "Job completed successfully" in job_log.read_text()
 
 
+@pytest.mark.slow  # keeps the default suite under 15 min on 2 cores (make test-slow runs it)
 def test_submitit_local_sweep_runs_each_seed_as_a_job(tmp_path, shared_cache):
     """The launcher path of the outside check's line, on the tiny world (fast)."""
     prepare_data([*TINY_OVERRIDES, f"paths.cache_dir={shared_cache}"])
