@@ -96,8 +96,13 @@ def _animated_webp(path: Path) -> Image.Image | None:
     except Exception:  # not an image: PyAV's turn
         return None
     if image.format == "WEBP" and getattr(image, "is_animated", False):
+        try:
+            check_pixels(path, image.width, image.height, "video's frame")  # from the header
+        except VideoReadError:
+            image.close()
+            raise
         return image
-    image.close()
+    image.close()  # anything else (a bomb included) is refused or read by _open
     return None
 
 
@@ -114,8 +119,7 @@ def _fps(stream) -> Fraction:
 def probe_video(path: str | os.PathLike) -> VideoInfo:
     """Frame rate, frame count (if the header knows it), size and audio codec of a video."""
     path = Path(path)
-    check_image_header(path, "video's frame")
-    animation = _animated_webp(path) if path.is_file() else None
+    animation = _animated_webp(path)
     if animation is not None:
         with animation:
             fps = _webp_fps(animation)
@@ -151,8 +155,7 @@ def iter_frames(path: str | os.PathLike, max_frames: int | None = None) -> Itera
             file and the frame).
     """
     path = Path(path)
-    check_image_header(path, "video's frame")
-    animation = _animated_webp(path) if path.is_file() else None
+    animation = _animated_webp(path)
     if animation is not None:
         yield from _webp_frames(path, animation, max_frames)
         return
