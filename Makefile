@@ -63,14 +63,15 @@ bench-ablation: venv ## Table 3 in miniature: full / w/o color / w/o motion x 3 
 	done; done
 	$(PY) -m fadm_lightning.report multirun_dir=$(ABLATION_DIR)
 
-bench-sampling: venv ## coarse vs refined quality and speed of CKPT=... for several sampler settings
-	$(PY) -m fadm_lightning.benchmarks.sampling $(CKPT)
+bench-sampling: venv ## coarse vs refined quality and speed of CKPT=... for several sampler settings (BENCH_ARGS="split=test …")
+	@test -n "$(CKPT)" || { echo "CKPT=…: the checkpoint to benchmark"; exit 2; }
+	$(PY) -m fadm_lightning.benchmarks.sampling "ckpt='$(CKPT)'" $(BENCH_ARGS)
 
-bench-data: venv ## data-loading throughput of each data module, folders and shards (pairs/s per worker, workers per GPU)
-	$(PY) -m fadm_lightning.benchmarks.data
+bench-data: venv ## data-loading throughput of each data module, folders and shards (pairs/s per worker, workers per GPU; BENCH_ARGS="gpu_step_s=…")
+	$(PY) -m fadm_lightning.benchmarks.data $(BENCH_ARGS)
 
-bench-train-step: venv ## seconds per training step of the paper model (256², fp32; BENCH_ARGS="--threads 2 …")
-	$(PY) -m fadm_lightning.benchmarks.train_step --steps 2 --warmup 1 $(BENCH_ARGS)
+bench-train-step: venv ## seconds per training step of the paper model (256², fp32; BENCH_ARGS="threads=2 …")
+	$(PY) -m fadm_lightning.benchmarks.train_step steps=2 warmup=1 $(BENCH_ARGS)
 
 # the few-step student of `make bench-quality`'s checkpoint (docs/distillation.md)
 TEACHER ?= logs/bench_quality/checkpoints/last.ckpt
@@ -78,16 +79,16 @@ DISTILL_DIR ?= logs/distill/student
 bench-distill: venv ## distil a 1-call student from TEACHER=… (default: bench-quality's) and print its quality table on the test identities
 	@test -f "$(TEACHER)" || { echo "TEACHER=$(TEACHER): no such checkpoint (run make bench-quality first, or set TEACHER=…)"; exit 2; }
 	$(PY) -m fadm_lightning.train experiment=fadm_distill teacher=$(TEACHER) logger=csv test=false hydra.run.dir=$(DISTILL_DIR)
-	$(PY) -m fadm_lightning.benchmarks.distill --teacher $(TEACHER) --student $(DISTILL_DIR) --split val --teacher-settings own --markdown $(DISTILL_DIR)/quality_val.md
-	$(PY) -m fadm_lightning.benchmarks.distill --teacher $(TEACHER) --student $(DISTILL_DIR) --split test --markdown $(DISTILL_DIR)/quality_test.md --json $(DISTILL_DIR)/quality_test.json
+	$(PY) -m fadm_lightning.benchmarks.distill "teacher='$(TEACHER)'" "student='$(DISTILL_DIR)'" split=val "teacher_samplers=[own]" "markdown='$(DISTILL_DIR)/quality_val.md'"
+	$(PY) -m fadm_lightning.benchmarks.distill "teacher='$(TEACHER)'" "student='$(DISTILL_DIR)'" split=test "markdown='$(DISTILL_DIR)/quality_test.md'" "json='$(DISTILL_DIR)/quality_test.json'"
 
 SPEED_ARGS ?=
-bench-speed: venv ## end-to-end animate speed: official 100-step sampler vs the student's fastest preset (SPEED_ARGS=...)
+bench-speed: venv ## end-to-end animate speed: official 100-step sampler vs the student's fastest preset (SPEED_ARGS="rows=[fastest] …")
 	$(PY) -m fadm_lightning.benchmarks.speed $(SPEED_ARGS)
 
 GPU_OUT ?= logs/bench_gpu
 bench-gpu: venv ## rectify speed on one GPU (official vs student, fp32/bf16/compile, < 5 min) into GPU_OUT
-	$(PY) -m fadm_lightning.benchmarks.gpu --out $(GPU_OUT)
+	$(PY) -m fadm_lightning.benchmarks.gpu "out='$(GPU_OUT)'" $(BENCH_ARGS)
 
 lint: venv ## ruff lint and format check
 	$(VENV)/bin/ruff check src tests

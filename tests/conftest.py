@@ -37,7 +37,7 @@ TINY_OVERRIDES = [
     "model.agcn.feature_channels=4",
     "model.agcn.hidden_channels=8",
     "model.agcn.norm_groups=2",
-    "model.val_num_inference_steps=2",
+    "model.sampler.steps=2",
     "trainer.accelerator=cpu",
     "trainer.max_epochs=1",
     "++trainer.limit_train_batches=2",
@@ -93,3 +93,16 @@ def fixtures_dir() -> Path:
     if not FIXTURES.is_dir():
         pytest.skip(f"shared fixtures not found at {FIXTURES}")
     return FIXTURES
+
+
+def plugin_env(code: os.PathLike, shared_cache: os.PathLike, root: os.PathLike) -> dict[str, str]:
+    """The environment of a command run with a part kept outside the package (docs/extending.md):
+    ``code`` first on PYTHONPATH, the shared data cache, ``root`` as FADM_ROOT, offline W&B."""
+    path = os.pathsep.join(filter(None, [str(code), os.environ.get("PYTHONPATH")]))
+    return {
+        **os.environ,
+        "PYTHONPATH": path,
+        "FADM_CACHE_DIR": str(shared_cache),
+        "FADM_ROOT": str(root),
+        "WANDB_MODE": "offline",
+    }

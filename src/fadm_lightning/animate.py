@@ -22,6 +22,8 @@ Hydra, ``conf/animate.yaml`` (every option is a ``key=value`` override; ``docs/i
 
 from __future__ import annotations
 
+from functools import partial
+
 from omegaconf import DictConfig
 
 from fadm_lightning.config import hydra_main
@@ -29,11 +31,9 @@ from fadm_lightning.inference import cli
 from fadm_lightning.inference.animate import NAME, run
 
 
-@hydra_main("animate")
-def main(cfg: DictConfig) -> None:
-    status = cli.run_command(NAME, lambda: run(cfg))
-    if status:
-        raise SystemExit(status)
+@hydra_main("animate", errors=partial(cli.run_command, NAME))
+def main(cfg: DictConfig) -> int:
+    return run(cfg)
 
 
 if __name__ == "__main__":

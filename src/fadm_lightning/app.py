@@ -14,6 +14,8 @@ results live in a temporary folder removed when the app stops (Ctrl-C). ``docs/i
 
 from __future__ import annotations
 
+from functools import partial
+
 from omegaconf import DictConfig
 
 from fadm_lightning.config import hydra_main
@@ -21,11 +23,9 @@ from fadm_lightning.inference import cli
 from fadm_lightning.inference.app import NAME, run
 
 
-@hydra_main("app")
-def main(cfg: DictConfig) -> None:
-    status = cli.run_command(NAME, lambda: run(cfg))
-    if status:
-        raise SystemExit(status)
+@hydra_main("app", errors=partial(cli.run_command, NAME))
+def main(cfg: DictConfig) -> int:
+    return run(cfg)
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@ configs (their own checkpoint files), optionally with overrides such as
 ``["coarse.checkpoint=/weights/vox-cpk.pth.tar"]``.
 
     pipe, cfg = load_pipeline("logs/train/runs/…/checkpoints/last.ckpt", device="cuda")
-    out = pipe(source, driving, num_inference_steps=25, eta=0.0)
+    out = pipe(source, driving)      # its own sampler (pipe.sampler); sampler=SamplerConfig(…)
 
 The loaders themselves live below the pipeline, in :mod:`fadm_lightning.loading`; this module
 hands them :class:`~fadm_lightning.pipeline.FADMPipeline` and re-exports their public names.
@@ -100,7 +100,8 @@ def load_pipeline(
         ``(pipeline, config)``: ``config`` holds the ``data``, ``model``, ``coarse`` and
         ``attributes`` configs as used (a folder of the official release has no ``data`` /
         ``model``); the pipeline's ``image_size`` is the training resolution and its
-        ``default_sampler`` the sampler it was validated with.
+        ``sampler`` (:class:`~fadm_lightning.sampler.SamplerConfig`) the one it was validated
+        with, which every command's sampler knobs left at None take.
     Raises:
         FileNotFoundError: no such file or folder.
         CheckpointError: an unreadable checkpoint or folder, or weights that do not fit (the

@@ -2,7 +2,10 @@
 repository's ``conf/`` is a link to it), through Hydra's ``pkg://`` search path. This works from
 any folder, for an editable install, a ``pip install .`` and a wheel imported as a zip.
 
-* :func:`hydra_main` (``@hydra_main("train")``) makes a command of a task function;
+* :func:`hydra_main` (``@hydra_main("train")``) makes a command of a task function: every
+  ``python -m fadm_lightning.<command>`` and ``python -m fadm_lightning.benchmarks.<name>`` is
+  one (their configs: ``conf/<command>.yaml``, ``conf/benchmark/<name>.yaml``);
+* :func:`quote` quotes a value for a ``key=value`` override of another command's line;
 * :func:`compose_config` composes a config in Python (benchmarks, notebooks, tests).
 
 Machine-local settings: ``conf/local/default.yaml`` in a checkout (git ignores it, the wheel
@@ -52,26 +55,75 @@ def null_groups_to_deletions(args: Sequence[str]) -> list[str]:
     return out
 
 
-def hydra_main(config_name: str) -> Callable[[Callable[[DictConfig], Any]], Callable[..., Any]]:
-    """``@hydra.main`` with the package's configs (``config_name``: ``"train"``, …), accepting
-    ``GROUP=null`` on the command line (:func:`null_groups_to_deletions`)."""
+def hydra_main(
+    config_name: str,
+    *,
+    errors: Callable[[Callable[[], Any]], Any] | None = None,
+    threads: str | None = "num_threads",
+) -> Callable[[Callable[[DictConfig], Any]], Callable[..., Any]]:
+    """The entry of every command: ``@hydra.main`` with the package's configs (``config_name``:
+    ``"train"``, ``"benchmark/speed"``, …), accepting ``GROUP=null`` on the command line
+    (:func:`null_groups_to_deletions`).
+
+    * ``threads``: the config key of the torch CPU thread count, applied before the task when it
+      is set (``None``: the task sets its threads itself);
+    * ``errors``: runs the task's body and turns its expected errors into an exit status, e.g.
+      ``functools.partial(inference.cli.run_command, NAME)`` (a missing file, an unreadable
+      video, no face, … end the command with ``NAME: error: message`` on stderr and status 1
+      instead of a traceback);
+    * an ``int`` the task returns is the command's exit status (non-zero ends the process).
+
+    The decorated ``main`` runs the command line (``main()``), a composed config
+    (``main(cfg)``) or a list of overrides (``main(["frames=2", "tiny=true"])``, for tests and
+    notebooks: composed like :func:`compose_config`, the task's value is returned instead of
+    ending the process, and torch's thread count is restored afterwards).
+    """
     import hydra
 
     def decorate(task: Callable[[DictConfig], Any]) -> Callable[..., Any]:
+        def body(cfg: DictConfig) -> Any:
+            if threads is not None and cfg.get(threads):
+                import torch
+
+                torch.set_num_threads(int(cfg[threads]))
+            return task(cfg) if errors is None else errors(lambda: task(cfg))
+
+        def command(cfg: DictConfig) -> Any:
+            result = body(cfg)
+            if isinstance(result, int) and not isinstance(result, bool) and result:
+                raise SystemExit(result)
+            return result
+
         app = hydra.main(
             version_base=VERSION_BASE, config_path=CONFIG_PATH, config_name=config_name
-        )
-        app = app(task)
+        )(command)
 
         @functools.wraps(task)
-        def main(cfg_passthrough: DictConfig | None = None) -> Any:
-            if cfg_passthrough is None:  # a command line: Hydra parses sys.argv
+        def main(cfg_or_overrides: DictConfig | Sequence[str] | None = None) -> Any:
+            if cfg_or_overrides is None:  # a command line: Hydra parses sys.argv
                 sys.argv[1:] = null_groups_to_deletions(sys.argv[1:])
-            return app(cfg_passthrough)
+                return app()
+            if isinstance(cfg_or_overrides, DictConfig):
+                return app(cfg_or_overrides)
+            import torch
 
+            before = torch.get_num_threads()
+            try:
+                return body(compose_config(config_name, cfg_or_overrides))
+            finally:
+                torch.set_num_threads(before)
+
+        main.config_name = config_name  # type: ignore[attr-defined]
         return main
 
     return decorate
+
+
+def quote(value: Any) -> str:
+    """``value`` as a single-quoted Hydra override value: a path with ``=`` or ``,`` in it
+    (``epoch=3-step=100.ckpt``) or an override inside a list (``overrides=['data.x=4']``)."""
+    text = str(value).replace("'", "\\'")  # other backslashes stay as they are
+    return f"'{text}'"
 
 
 def compose_config(

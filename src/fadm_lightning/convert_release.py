@@ -14,11 +14,13 @@ official sampler as its default, and a model card; ``ckpt=FOLDER`` then replaces
 from __future__ import annotations
 
 import sys
+from functools import partial
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
 from fadm_lightning.config import hydra_main
+from fadm_lightning.inference import cli
 
 NAME = "convert_release"
 
@@ -57,13 +59,9 @@ def run(cfg: DictConfig) -> int:
     return 0
 
 
-@hydra_main("convert_release")
-def main(cfg: DictConfig) -> None:
-    from fadm_lightning.inference.cli import run_command
-
-    status = run_command(NAME, lambda: run(cfg))
-    if status:
-        raise SystemExit(status)
+@hydra_main("convert_release", errors=partial(cli.run_command, NAME))
+def main(cfg: DictConfig) -> int:
+    return run(cfg)
 
 
 if __name__ == "__main__":

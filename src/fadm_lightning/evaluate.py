@@ -26,7 +26,6 @@ unavailable, with the reason, never computed with other weights.
 
 from __future__ import annotations
 
-import torch
 from omegaconf import DictConfig
 
 from fadm_lightning.config import hydra_main
@@ -35,7 +34,6 @@ from fadm_lightning.evaluation import evaluate
 
 @hydra_main("evaluate")
 def main(cfg: DictConfig) -> None:
-    torch.set_num_threads(int(cfg.get("num_threads") or torch.get_num_threads()))
     evaluate(cfg)
 
 

@@ -11,11 +11,13 @@ coarse generator and attribute extractor are read from their own files and store
 from __future__ import annotations
 
 import sys
+from functools import partial
 from pathlib import Path
 
 from omegaconf import DictConfig
 
 from fadm_lightning.config import hydra_main
+from fadm_lightning.inference import cli
 
 NAME = "export"
 
@@ -54,13 +56,9 @@ def run(cfg: DictConfig) -> int:
     return 0
 
 
-@hydra_main("export")
-def main(cfg: DictConfig) -> None:
-    from fadm_lightning.inference.cli import run_command
-
-    status = run_command(NAME, lambda: run(cfg))
-    if status:
-        raise SystemExit(status)
+@hydra_main("export", errors=partial(cli.run_command, NAME))
+def main(cfg: DictConfig) -> int:
+    return run(cfg)
 
 
 if __name__ == "__main__":

@@ -3,11 +3,14 @@
 One object owns the denoising loop; validation, callbacks and the inference commands all call it.
 
     pipe = FADMPipeline(agcn, unet, scheduler, coarse=coarse, attributes=extractor)
-    out = pipe(source, driving, num_inference_steps=100, eta=1.0, seed=0)
+    out = pipe(source, driving, sampler=SamplerConfig(steps=25, eta=0.0, seed=0))
     out.coarse, out.refined                    # B×3×H×W in [0, 1]
 
-``eta=1`` over all 100 training timesteps is the official sampler (ancestral sampling with the
-posterior variance, REFERENCE_SPEC §4.6). One noise draw (x_T and the per-step noise) is shared by
+The sampler is one :class:`~fadm_lightning.sampler.SamplerConfig`, passed whole to
+:meth:`FADMPipeline.sample`; a knob left at None takes the model's own sampler
+(:attr:`FADMPipeline.sampler`: a checkpoint's validated sampler, the official one for the
+release). ``sampler=OFFICIAL`` (η = 1 over all 100 training timesteps) is the official sampler
+(ancestral sampling with the posterior variance, REFERENCE_SPEC §4.6). One noise draw (x_T and the per-step noise) is shared by
 every frame of the batch, and re-drawn identically for the same ``seed``, so that the frames of a
 video processed in several chunks all see the same noise (temporal consistency).
 
@@ -30,53 +33,27 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from fadm_lightning.models.agcn import AGCN
+from fadm_lightning.models.attributes.base import attribute_capabilities
+from fadm_lightning.sampler import OFFICIAL, SamplerConfig, denoiser_calls, from_legacy
 from fadm_lightning.sampler import OFFICIAL_SAMPLER as OFFICIAL_SAMPLER  # re-exported
+from fadm_lightning.schedule import (  # re-exported
+    PREDICTION_TYPES as PREDICTION_TYPES,
+)
+from fadm_lightning.schedule import _alpha_bar as _alpha_bar
+from fadm_lightning.schedule import min_snr_weight as min_snr_weight
+from fadm_lightning.schedule import official_scheduler as official_scheduler
+from fadm_lightning.schedule import output_from_x0 as output_from_x0
+from fadm_lightning.schedule import training_target as training_target
+from fadm_lightning.schedule import x0_and_epsilon as x0_and_epsilon
 
 Annotation = Mapping[str, torch.Tensor] | None
 
 
-PREDICTION_TYPES = ("epsilon", "sample", "v_prediction")
 TARGETS = ("image", "residual")
 #: full-resolution images that ``guide_inputs`` may add to the denoiser's input (3 channels each):
 #: "deformed" is the source warped by the coarse generator's motion, before its decoder (FOMM's
 #: output of that name); "source" is the source portrait itself
 GUIDE_INPUTS = ("deformed", "source")
-
-
-def official_scheduler(
-    num_train_timesteps: int = 100,
-    prediction_type: str = "epsilon",
-    timestep_spacing: str = "leading",
-) -> DDIMScheduler:
-    """DDIMScheduler with the official linear schedule (REFERENCE_SPEC §4.5).
-
-    β = linspace(scale·1e-4, scale·0.02, T) with scale = 1000/T, i.e. 0.001 → 0.2 for T = 100;
-    ᾱ_{−1} = 1 (``set_alpha_to_one``), no clipping of x0 (images live in [0, 1]).
-
-    Args:
-        num_train_timesteps: T (100).
-        prediction_type: what the denoiser predicts: "epsilon" (paper, eq. 11), "sample" (x_0)
-            or "v_prediction" (v = √ᾱ·ε − √(1−ᾱ)·x_0).
-        timestep_spacing: "leading" (official: 20 steps are t = 95, 90, …, 0) or "trailing"
-            (t = 99, 94, …, 4; one step is t = 99, the only spacing whose first step sees the
-            noisiest timestep when steps are few).
-    """
-    if prediction_type not in PREDICTION_TYPES:
-        raise ValueError(
-            f"prediction_type must be one of {PREDICTION_TYPES}, got {prediction_type!r}"
-        )
-    scale = 1000 / num_train_timesteps
-    return DDIMScheduler(
-        num_train_timesteps=num_train_timesteps,
-        beta_start=scale * 1e-4,
-        beta_end=scale * 0.02,
-        beta_schedule="linear",
-        clip_sample=False,
-        set_alpha_to_one=True,
-        steps_offset=0,
-        prediction_type=prediction_type,
-        timestep_spacing=timestep_spacing,
-    )
 
 
 @dataclass
@@ -106,57 +83,14 @@ def _expand_annotation(annotation: Annotation, batch: int) -> Annotation:
     return {k: _expand(v, batch) for k, v in annotation.items()}
 
 
-def _alpha_bar(scheduler: DDIMScheduler, t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    """ᾱ_t as a B×1×1×1 (or scalar) tensor of ``like``'s device and dtype."""
-    abar = scheduler.alphas_cumprod.to(like.device)[t.long()].to(like.dtype)
-    return abar.view(-1, *([1] * (like.ndim - 1))) if abar.ndim else abar
-
-
-def training_target(
-    prediction_type: str, x0: torch.Tensor, noise: torch.Tensor, abar: torch.Tensor
-) -> torch.Tensor:
-    """What the denoiser learns to output for x_t = √ᾱ·x_0 + √(1−ᾱ)·ε."""
-    if prediction_type == "epsilon":
-        return noise
-    if prediction_type == "sample":
-        return x0
-    return abar.sqrt() * noise - (1 - abar).sqrt() * x0  # v
-
-
-def x0_and_epsilon(
-    prediction_type: str, output: torch.Tensor, x_t: torch.Tensor, abar: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """(x̂_0, ε̂) from the denoiser's output, whatever it predicts."""
-    a, s = abar.sqrt(), (1 - abar).sqrt()
-    if prediction_type == "epsilon":
-        return (x_t - s * output) / a, output
-    if prediction_type == "sample":
-        return output, (x_t - a * output) / s
-    return a * x_t - s * output, a * output + s * x_t  # v
-
-
-def output_from_x0(
-    prediction_type: str, x0: torch.Tensor, x_t: torch.Tensor, abar: torch.Tensor
-) -> torch.Tensor:
-    """The denoiser output that means x̂_0 = ``x0`` at x_t (the inverse of :func:`x0_and_epsilon`)."""
-    if prediction_type == "sample":
-        return x0
-    a, s = abar.sqrt(), (1 - abar).sqrt()
-    if prediction_type == "epsilon":
-        return (x_t - a * x0) / s
-    return (a * x_t - x0) / s  # v = √ᾱ·ε − √(1−ᾱ)·x_0 with ε = (x_t − √ᾱ·x_0)/√(1−ᾱ)
-
-
-def min_snr_weight(prediction_type: str, abar: torch.Tensor, gamma: float) -> torch.Tensor:
-    """Min-SNR-γ loss weight (Hang et al., ICCV 2023) for the target of ``prediction_type``:
-    min(SNR, γ) on x_0, divided by SNR for ε and by SNR + 1 for v (SNR = ᾱ/(1−ᾱ))."""
-    snr = abar / (1 - abar)
-    weight = snr.clamp(max=gamma)
-    if prediction_type == "epsilon":
-        return weight / snr
-    if prediction_type == "v_prediction":
-        return weight / (snr + 1)
-    return weight
+def model_sampler(values: SamplerConfig | Mapping[str, Any] | None) -> SamplerConfig:
+    """A model's own sampler, complete: ``values`` (new or old knob names,
+    :func:`~fadm_lightning.sampler.from_legacy`) over the official sampler, seed 0."""
+    if values is None:
+        return OFFICIAL
+    if not isinstance(values, SamplerConfig):
+        values = SamplerConfig.from_mapping(from_legacy(values))
+    return SamplerConfig(**values.over(OFFICIAL).as_dict())
 
 
 class FADMPipeline:
@@ -182,8 +116,10 @@ class FADMPipeline:
     commands (keyword-only, all optional):
 
         image_size: the resolution it was trained at (frames are cropped to it).
-        default_sampler: the sampler it was validated with (``steps``, ``eta``, ``strength``,
-            ``clip_sample``, ``start_noise``; :data:`OFFICIAL_SAMPLER` for the release).
+        sampler: the model's own sampler, which :meth:`sample` completes a caller's with: the
+            one it was validated with (a :class:`~fadm_lightning.sampler.SamplerConfig` or a
+            mapping of its knobs, old spellings too; default and for the release
+            :data:`~fadm_lightning.sampler.OFFICIAL`).
         part_configs: ``_target_`` + plain constructor arguments of the parts that are not
             diffusers objects (``agcn``, ``coarse``, ``attributes``, an official ``unet``).
         run_config: the training run's ``data`` and ``model`` configs.
@@ -203,7 +139,7 @@ class FADMPipeline:
         guide_inputs: Sequence[str] = (),
         *,
         image_size: int | None = None,
-        default_sampler: Mapping[str, Any] | None = None,
+        sampler: SamplerConfig | Mapping[str, Any] | None = None,
         part_configs: Mapping[str, Mapping[str, Any]] | None = None,
         run_config: Mapping[str, Any] | None = None,
         source: Mapping[str, Any] | None = None,
@@ -214,7 +150,7 @@ class FADMPipeline:
             raise ValueError(
                 f"attributes_from must be 'driving' or 'coarse', got {attributes_from!r}"
             )
-        if attributes_from == "coarse" and getattr(attributes, "needs_annotations", False):
+        if attributes_from == "coarse" and attribute_capabilities(attributes).needs_annotations:
             raise ValueError(
                 "attributes_from='coarse' needs an image-based extractor, not ground truth"
             )
@@ -227,7 +163,7 @@ class FADMPipeline:
             raise ValueError(f"guide_inputs must be among {GUIDE_INPUTS}, got {unknown}")
         self.guide_inputs = tuple(guide_inputs)
         self.image_size = image_size
-        self.default_sampler = None if default_sampler is None else dict(default_sampler)
+        self.sampler = model_sampler(sampler)
         self.part_configs = {k: dict(v) for k, v in (part_configs or {}).items()}
         self.run_config = None if run_config is None else dict(run_config)
         self.source = dict(source or {})
@@ -287,7 +223,7 @@ class FADMPipeline:
         deca: str | os.PathLike[str] | None,
         facevid: str | os.PathLike[str] | None = None,
         fomm: str | os.PathLike[str] | None = None,
-        coarse: Literal["facevid", "fomm"] = "facevid",
+        coarse: str = "facevid",
         attributes_from: Literal["coarse", "driving"] = "coarse",
         facevid_options: Mapping[str, Any] | None = None,
         fomm_options: Mapping[str, Any] | None = None,
@@ -299,7 +235,8 @@ class FADMPipeline:
 
         The official demo (REFERENCE_SPEC §4.4, §4.6): face-vid2vid coarse frames with absolute
         keypoints, attr_d = DECA(**coarse frame**), and DDIM η = 1 over all 100 steps with the
-        noise fixed per video (:data:`OFFICIAL_SAMPLER`, the pipeline's ``default_sampler``).
+        noise fixed per video (:data:`~fadm_lightning.sampler.OFFICIAL`, the pipeline's
+        :attr:`sampler`).
         Every required file is checked before anything is built; all missing ones are reported
         together.
 
@@ -309,8 +246,9 @@ class FADMPipeline:
             deca: ``deca_model.tar`` (attributes, :class:`DECAAttributes`).
             facevid: ``Facevid.pth`` (required with ``coarse="facevid"``).
             fomm: ``FOMM.pth`` (required with ``coarse="fomm"``).
-            coarse: ``"facevid"`` (official demo) or ``"fomm"`` (the coarse frames FADM was
-                trained on).
+            coarse: the ``conf/coarse/<name>.yaml`` of the coarse generator, which declares its
+                release file (``capabilities.release_file``): ``"facevid"`` (official demo) or
+                ``"fomm"`` (the coarse frames FADM was trained on).
             attributes_from: ``"coarse"`` (official demo) or ``"driving"`` (paper, eq. 9).
             facevid_options: extra arguments of :class:`FacevidCoarseGenerator` (``mode``,
                 ``yaw``/``pitch``/``roll``, …; sizes for tests).
@@ -470,14 +408,10 @@ class FADMPipeline:
         self,
         coarse: torch.Tensor,
         attr_diff: torch.Tensor,
-        num_inference_steps: int = 100,
-        eta: float = 1.0,
-        strength: float = 1.0,
-        seed: int | None = 0,
+        sampler: SamplerConfig | Mapping[str, Any] | None = None,
+        *,
         generator: torch.Generator | None = None,
         noise: list[torch.Tensor] | None = None,
-        clip_sample: bool = False,
-        start_noise: bool = True,
         progress: bool = False,
         guide: torch.Tensor | None = None,
     ) -> torch.Tensor:
@@ -486,39 +420,75 @@ class FADMPipeline:
         Args:
             coarse: g, B×3×H×W in [0, 1].
             attr_diff: attr_s − attr_d, B×D.
-            num_inference_steps: DDIM steps (100 = every training timestep).
-            eta: DDIM η (1 = the official ancestral sampler, 0 = deterministic DDIM).
-            strength: 1 starts from pure noise; s < 1 starts from the coarse frame noised to the
-                timestep at fraction s of the schedule and runs only those steps.
-            seed: seed of the shared noise (ignored when ``generator`` or ``noise`` is given).
+            sampler: the sampler (:class:`~fadm_lightning.sampler.SamplerConfig`: ``steps``,
+                ``eta``, ``strength``, ``clip_sample``, ``start_noise``, ``seed``); a knob left
+                at None takes the model's own (:attr:`sampler`). Its ``seed`` seeds the shared
+                noise (ignored when ``generator`` or ``noise`` is given).
+            generator: the generator of the shared noise draw.
             noise: explicit noise ``[x_T, z_1, …, z_n]`` (n = steps actually run; each 1×C×H×W
                 or B×C×H×W), e.g. the official fixed per-video noise list.
-            clip_sample: clamp each step's x̂_0 prediction to the data range (the frame in
-                [0, 1]) and use the matching ε (DDIM with clipped x̂_0). The official sampler
-                does not clip; clipping keeps an imperfect ε̂ from blowing up at the very noisy end of the schedule
-                (ᾱ_99 ≈ 2e-5 amplifies an ε error by 1/√ᾱ ≈ 220 in x̂_0).
-            start_noise: False starts from the coarse frame without any noise, x = √ᾱ_t·x_0(g)
-                at the first timestep (0 for the residual target): with ``eta=0`` the sampler is
-                then a deterministic function of (g, attributes), as a distilled student samples
-                (:mod:`fadm_lightning.distill`).
             progress: show a progress bar over the steps.
             guide: the ``guide_inputs`` images (:meth:`guide`), required when the model has any.
         Returns:
             x̂_0, B×3×H×W clamped to [0, 1].
         """
-        if not 0 < strength <= 1:
-            raise ValueError(f"strength must be in (0, 1], got {strength}")
-        if num_inference_steps < 1:
-            raise ValueError(f"num_inference_steps must be ≥ 1, got {num_inference_steps}")
+        return self.run_sampler(
+            coarse,
+            attr_diff,
+            sampler,
+            generator=generator,
+            noise=noise,
+            progress=progress,
+            guide=guide,
+        )
+
+    def resolve_sampler(
+        self, sampler: SamplerConfig | Mapping[str, Any] | None = None
+    ) -> SamplerConfig:
+        """``sampler`` with every knob left at None taken from the model's own (:attr:`sampler`)."""
+        return SamplerConfig.from_mapping(sampler).over(self.sampler)
+
+    def run_sampler(
+        self,
+        coarse: torch.Tensor,
+        attr_diff: torch.Tensor,
+        sampler: SamplerConfig | Mapping[str, Any] | None = None,
+        *,
+        generator: torch.Generator | None = None,
+        noise: list[torch.Tensor] | None = None,
+        progress: bool = False,
+        guide: torch.Tensor | None = None,
+        last_x0: bool = False,
+    ) -> torch.Tensor:
+        """The DDIM loop of :meth:`sample` (which runs it without gradient).
+
+        The knobs (:class:`~fadm_lightning.sampler.SamplerConfig`, module docstring):
+        ``clip_sample`` clamps each step's x̂_0 prediction to the data range (the frame in
+        [0, 1]) and uses the matching ε: the official sampler does not; clipping keeps an
+        imperfect ε̂ from blowing up at the very noisy end of the schedule (ᾱ_99 ≈ 2e-5
+        amplifies an ε error by 1/√ᾱ ≈ 220 in x̂_0). ``start_noise=False`` starts from the
+        coarse frame without any noise, x = √ᾱ_t·x_0(g) at the first timestep (0 for the
+        residual target): with ``eta=0`` the sampler is then a deterministic function of
+        (g, attributes), as a distilled student samples (:mod:`fadm_lightning.systems.distill`).
+
+        With ``last_x0`` it returns the x̂_0 prediction of the last denoiser call instead
+        (in the chain's space: the frame, or the residual for ``target="residual"``; not
+        clamped), every call but the last run without gradient and the last one (with the
+        AGCN's t-independent features) under the caller's gradient mode: a few-step student
+        trains through exactly the loop it samples with.
+        """
+        s = self.resolve_sampler(sampler)
+        steps, strength = s.steps, s.strength
         scheduler = DDIMScheduler.from_config(self.scheduler.config)
         device, dtype = coarse.device, coarse.dtype
-        scheduler.set_timesteps(num_inference_steps, device=device)
+        scheduler.set_timesteps(steps, device=device)
         timesteps = scheduler.timesteps
         if strength < 1:
-            start = num_inference_steps - max(int(round(num_inference_steps * strength)), 1)
-            timesteps = timesteps[start:]
+            timesteps = timesteps[steps - denoiser_calls(steps, strength) :]
         if noise is None:
-            noise = self._noise(tuple(coarse.shape), len(timesteps), seed, generator, device, dtype)
+            noise = self._noise(
+                tuple(coarse.shape), len(timesteps), s.seed, generator, device, dtype
+            )
         elif len(noise) < len(timesteps) + 1:
             raise ValueError(
                 f"noise needs {len(timesteps) + 1} tensors (x_T and one per step), got {len(noise)}"
@@ -528,7 +498,7 @@ class FADMPipeline:
         # the chain's x_0 is the frame (target "image") or the residual x − g ("residual"):
         # the coarse frame is x_0 = g or r = 0, and x̂_0 is clipped so that the frame is in [0, 1]
         offset = coarse if self.target == "residual" else torch.zeros_like(coarse)
-        if not start_noise:  # the noise-free point of the coarse frame at the first timestep
+        if not s.start_noise:  # the noise-free point of the coarse frame at the first timestep
             x = _alpha_bar(scheduler, timesteps[0], coarse).sqrt() * self.clean_sample(
                 coarse, coarse
             )
@@ -538,11 +508,17 @@ class FADMPipeline:
         else:
             x = noise[0]
         features = self.agcn.encode(coarse)  # t-independent part, once per frame
+        grad = torch.is_grad_enabled()
         for i, t in enumerate(tqdm(timesteps, desc="denoising", disable=not progress, leave=False)):
-            output = self.denoise(x, t, features, attr_diff, coarse, guide)
-            if clip_sample:  # DDIM with x̂_0 clamped to the data range (and the matching output)
-                output = self.clip_output(scheduler, output, x, t, offset)
-            x = scheduler.step(output, t, x, eta=eta, variance_noise=noise[i + 1]).prev_sample
+            last = i == len(timesteps) - 1
+            with torch.set_grad_enabled(grad and last):
+                output = self.denoise(x, t, features, attr_diff, coarse, guide)
+                if last and last_x0:
+                    abar = _alpha_bar(scheduler, t, x)
+                    return x0_and_epsilon(self.prediction_type, output, x, abar)[0]
+                if s.clip_sample:  # DDIM with x̂_0 clamped to the data range (and its output)
+                    output = self.clip_output(scheduler, output, x, t, offset)
+                x = scheduler.step(output, t, x, eta=s.eta, variance_noise=noise[i + 1]).prev_sample
         return (x + offset).clamp(0, 1)
 
     def denoise(
@@ -581,11 +557,13 @@ class FADMPipeline:
         driving: torch.Tensor,
         source_annotation: Annotation = None,
         driving_annotation: Annotation = None,
+        sampler: SamplerConfig | Mapping[str, Any] | None = None,
         **sample_kwargs,
     ) -> PipelineOutput:
-        """Animate ``source`` with ``driving`` (B frames) and refine: coarse, then FADM."""
+        """Animate ``source`` with ``driving`` (B frames) and refine: coarse, then FADM
+        (``sampler`` and ``sample_kwargs`` as for :meth:`sample`)."""
         coarse, attr_diff, guide = self.prepare(
             source, driving, source_annotation, driving_annotation, with_guide=True
         )
-        refined = self.sample(coarse, attr_diff, guide=guide, **sample_kwargs)
+        refined = self.sample(coarse, attr_diff, sampler, guide=guide, **sample_kwargs)
         return PipelineOutput(coarse=coarse, refined=refined, attr_diff=attr_diff)

@@ -17,15 +17,14 @@ from fadm_lightning.config import hydra_main
 
 
 @hydra_main("recipe")
-def main(cfg: DictConfig) -> None:
+def main(cfg: DictConfig) -> int:
     from fadm_lightning.workflows.recipe import RecipeError, run
 
     try:
-        code = run(cfg)
+        return run(cfg)
     except RecipeError as err:
         print(f"recipe: {err}", file=sys.stderr)
-        sys.exit(1)
-    sys.exit(code)
+        return 1
 
 
 if __name__ == "__main__":

@@ -19,6 +19,8 @@ Hydra, ``conf/rectify.yaml`` (``docs/inference.md``). The video itself is the co
 
 from __future__ import annotations
 
+from functools import partial
+
 from omegaconf import DictConfig
 
 from fadm_lightning.config import hydra_main
@@ -26,11 +28,9 @@ from fadm_lightning.inference import cli
 from fadm_lightning.inference.rectify import NAME, run
 
 
-@hydra_main("rectify")
-def main(cfg: DictConfig) -> None:
-    status = cli.run_command(NAME, lambda: run(cfg))
-    if status:
-        raise SystemExit(status)
+@hydra_main("rectify", errors=partial(cli.run_command, NAME))
+def main(cfg: DictConfig) -> int:
+    return run(cfg)
 
 
 if __name__ == "__main__":

@@ -25,21 +25,26 @@ from __future__ import annotations
 
 import sys
 
-from fadm_lightning.evaluation.report import gather
+from omegaconf import DictConfig
+
+from fadm_lightning.config import hydra_main
 
 
-def main(argv: list[str] | None = None) -> None:
-    args = dict(a.split("=", 1) for a in (sys.argv[1:] if argv is None else argv) if "=" in a)
-    unknown = sorted(set(args) - {"multirun_dir", "output"})
-    if "multirun_dir" not in args or unknown:
-        raise SystemExit(
+@hydra_main("report")
+def main(cfg: DictConfig) -> int:
+    from fadm_lightning.evaluation.report import gather
+
+    if not cfg.multirun_dir:
+        print(
             "usage: python -m fadm_lightning.report multirun_dir=<evaluate or training multirun "
-            "folder> "
-            "[output=<folder>]" + (f" (unknown: {unknown})" if unknown else "")
+            "folder> [output=<folder>]",
+            file=sys.stderr,
         )
-    paths = gather(args["multirun_dir"], args.get("output"))
+        return 2
+    paths = gather(str(cfg.multirun_dir), cfg.output and str(cfg.output))
     print(paths["markdown"].read_text())
     print(f"Report: {paths['markdown']} and {paths['csv']}")
+    return 0
 
 
 if __name__ == "__main__":

@@ -134,6 +134,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     model: L.LightningModule = instantiate(cfg.model, coarse=coarse, attributes=attributes)
     if hasattr(model, "run_config"):
         model.run_config = config_for_checkpoint(cfg)
+    if hasattr(model, "use_metrics") and cfg.get("metrics") is not None:
+        model.use_metrics(cfg.metrics)  # metrics.validation, metrics.test (conf/metrics)
     callbacks = instantiate_list(cfg.get("callbacks"))
     loggers = instantiate_list(cfg.get("logger"))
     trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)

@@ -8,6 +8,7 @@ random weights, saved as a training checkpoint): these tests check the mechanics
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import re
@@ -299,10 +300,12 @@ def test_the_quality_label_of_a_release_says_100_calls(server):
     label says 100 calls per frame, not "a distilled student"."""
     from fadm_lightning.inference.jobs import WebApp
     from fadm_lightning.inference.model import SamplerSettings
-    from fadm_lightning.sampler import OFFICIAL_SAMPLER
+    from fadm_lightning.sampler import OFFICIAL
 
     web = server.web
-    release = replace(web.refiner, sampler_defaults=dict(OFFICIAL_SAMPLER))
+    pipe = copy.copy(web.refiner.pipe)  # the same networks, the official sampler as its own
+    pipe.sampler = OFFICIAL
+    release = replace(web.refiner, pipe=pipe)
     app = WebApp(release, SamplerSettings(), web.animate_options, web.rectify_options,
                  web.settings, web.workspace, log=lambda m: None)  # fmt: skip
     label = app.preset_label("fast")

@@ -10,6 +10,7 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 
 from fadm_lightning.checkpoints import load_pipeline
+from fadm_lightning.sampler import PRESETS
 from fadm_lightning.systems.distill import FADMDistillLitModule, plain_model_config
 from fadm_lightning.train import train
 
@@ -34,7 +35,7 @@ def _student_cfg(compose_train, tmp_path, teacher, *overrides):
         "++trainer.max_steps=2",
         "trainer.max_epochs=1",
         "trainer.check_val_every_n_epoch=1",
-        "model.val_num_inference_steps=1",  # TINY_OVERRIDES set 2; model.* applies after distill.*
+        "model.sampler.steps=1",  # TINY_OVERRIDES set 2; model.* applies after distill.*
         *overrides,
     )
     cfg.paths.output_dir = cfg.hydra.runtime.output_dir = str(tmp_path / "student")
@@ -64,17 +65,12 @@ def test_student_sampler_is_the_pipeline_sampler(compose_train, tmp_path, teache
     for k in (1, 2, 4):
         x0 = model.student_x0(g, attr, k)
         expected = (g + x0.clamp(-g, 1 - g)).clamp(0, 1)
-        sampled = model.pipeline.sample(
-            g, attr, k, eta=0.0, strength=1.0, clip_sample=True, start_noise=False, seed=k
-        )
+        sampled = model.pipeline.sample(g, attr, PRESETS["one_call"].with_(steps=k, seed=k))
         torch.testing.assert_close(sampled, expected, atol=1e-6, rtol=0)
     # no noise anywhere: another seed gives the same frames
-    again = model.pipeline.sample(
-        g, attr, 2, eta=0.0, strength=1.0, clip_sample=True, start_noise=False, seed=123
-    )
+    again = model.pipeline.sample(g, attr, PRESETS["one_call"].with_(steps=2, seed=123))
     torch.testing.assert_close(
-        again,
-        model.pipeline.sample(g, attr, 2, eta=0.0, clip_sample=True, start_noise=False, seed=7),
+        again, model.pipeline.sample(g, attr, PRESETS["one_call"].with_(steps=2, seed=7))
     )
 
 
@@ -87,7 +83,7 @@ def test_distillation_trains_and_saves_a_plain_checkpoint(compose_train, tmp_pat
     ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)
     stored = ckpt["fadm_config"]["model"]
     assert stored["_target_"] == "fadm_lightning.systems.fadm.FADMLitModule"
-    assert "teacher_ckpt" not in stored and stored["val_start_noise"] is False
+    assert "teacher_ckpt" not in stored and stored["sampler"]["start_noise"] is False
     # the student loads like any checkpoint and differs from its teacher after training
     student, _ = load_pipeline(ckpt_path)
     teacher_pipe, _ = load_pipeline(teacher)
@@ -101,13 +97,7 @@ def test_distillation_trains_and_saves_a_plain_checkpoint(compose_train, tmp_pat
     refine = FrameRefiner(
         student,
         SamplerSettings(seed=1),
-        defaults={
-            "steps": 1,
-            "eta": 0.0,
-            "strength": 1.0,
-            "clip_sample": True,
-            "start_noise": False,
-        },
+        defaults=PRESETS["one_call"],
     )
     g, attr = torch.rand(3, 3, 32, 32), torch.randn(3, student.agcn.attr_dim)
     out = refine(g, attr)
@@ -156,11 +146,11 @@ def test_plain_model_config_drops_the_distillation_arguments():
 
 
 STUDENT_SAMPLER = [  # what experiment=fadm_distill stores with the student
-    "model.val_num_inference_steps=1",
-    "model.val_eta=0",
-    "model.val_strength=1",
-    "model.val_clip_sample=true",
-    "model.val_start_noise=false",
+    "model.sampler.steps=1",
+    "model.sampler.eta=0",
+    "model.sampler.strength=1",
+    "model.sampler.clip_sample=true",
+    "model.sampler.start_noise=false",
 ]
 
 

@@ -104,7 +104,8 @@ def test_evaluate_multirun_on_the_submitit_launcher_gives_the_sequential_numbers
     common = [
         "-m",
         f"ckpt={','.join(map(str, two_checkpoints))}",
-        "sampler.num_inference_steps=2",
+        "sampler=official",
+        "sampler.steps=2",
         "metrics.face.cnn_fallback=false",
         "batch_size=3",
         "num_threads=1",

@@ -25,7 +25,12 @@ from ..conftest import CONFIG_DIR, TINY_OVERRIDES
 
 # two test people so that cross-identity pairs exist
 TWO_PEOPLE = "data.generator.num_test_ids=2"
-FAST = ["sampler.num_inference_steps=2", "metrics.face.cnn_fallback=false", "batch_size=3"]
+FAST = [
+    "sampler=official",  # the official sampler at 2 steps
+    "sampler.steps=2",
+    "metrics.face.cnn_fallback=false",
+    "batch_size=3",
+]
 
 
 def _compose(name: str, overrides: list[str]) -> DictConfig:
@@ -132,7 +137,7 @@ def test_reconstruction_writes_tables_per_clip_csv_and_videos_and_resumes(
     assert (out / "table.md").read_text() == table
     # resuming with other settings is refused
     with pytest.raises(EvaluationError, match="sampler"):
-        evaluate(compose_evaluate(f"ckpt={tiny_checkpoint}", "sampler.num_inference_steps=3"))
+        evaluate(compose_evaluate(f"ckpt={tiny_checkpoint}", "sampler.steps=3"))
 
 
 def test_cross_identity_pairs_fid_csim_and_an_extra_checkpoint_row(

@@ -680,19 +680,20 @@ def test_official_release_animates_with_face_vid2vid_in_relative_mode(workdir, m
 
 
 def test_unset_sampler_settings_come_from_the_checkpoint(ckpt):
-    from fadm_lightning.inference.model import OFFICIAL_SAMPLER, SamplerSettings, load_refiner
+    from fadm_lightning.inference.model import SamplerSettings, load_refiner
+    from fadm_lightning.sampler import OFFICIAL
 
     refiner = load_refiner(ckpt, need_coarse=False)
     # the tiny model is fadm_small: it validates on a 20-step DDIM grid, η 0, from t = 0.1·T,
     # x̂_0 clipped
-    assert refiner.sampler_defaults == {
+    assert refiner.sampler.as_dict() == {
         "steps": 20,
         "eta": 0.0,
         "strength": 0.1,
         "clip_sample": True,
         "start_noise": True,
     }
-    settings = SamplerSettings(steps=5, seed=2).resolved(refiner.sampler_defaults)
+    settings = SamplerSettings(steps=5, seed=2).resolved(refiner.sampler)
     assert (settings.steps, settings.eta, settings.strength, settings.clip_sample) == (
         5,
         0.0,
@@ -700,6 +701,5 @@ def test_unset_sampler_settings_come_from_the_checkpoint(ckpt):
         True,
     )
     assert (
-        SamplerSettings().resolved(OFFICIAL_SAMPLER).describe()
-        == "100 DDIM steps, η=1, strength 1, seed 0"
+        SamplerSettings().resolved(OFFICIAL).describe() == "100 DDIM steps, η=1, strength 1, seed 0"
     )

@@ -20,8 +20,9 @@ from safetensors.torch import load_file, save_file
 
 from fadm_lightning.checkpoints import CheckpointError, load_pipeline
 from fadm_lightning.inference.cli import run_command
-from fadm_lightning.pipeline import OFFICIAL_SAMPLER, FADMPipeline
+from fadm_lightning.pipeline import FADMPipeline
 from fadm_lightning.pretrained import PretrainedFolderError
+from fadm_lightning.sampler import OFFICIAL, SamplerConfig
 from fadm_lightning.train import train
 
 from ..conftest import CONFIG_DIR, TINY_OVERRIDES
@@ -34,17 +35,6 @@ def _compose(name: str, overrides: list[str], hydra: bool = False) -> DictConfig
             return compose(config_name=name, return_hydra_config=hydra, overrides=overrides)
     finally:
         GlobalHydra.instance().clear()
-
-
-def _sample_kwargs(sampler: dict) -> dict:
-    """A ``default_sampler`` as ``FADMPipeline.sample`` arguments."""
-    return {
-        "num_inference_steps": sampler["steps"],
-        "eta": sampler["eta"],
-        "strength": sampler["strength"],
-        "clip_sample": sampler["clip_sample"],
-        "start_noise": sampler["start_noise"],
-    }
 
 
 def _files(folder: Path) -> set[str]:
@@ -99,8 +89,8 @@ def test_save_then_load_gives_the_same_samples(trained, tmp_path):
         "residual",
         True,
     )
-    assert again.image_size == 32 and again.default_sampler == pipe.default_sampler == {
-        "steps": 2,  # TINY_OVERRIDES' model.val_num_inference_steps; the rest: fadm_small's
+    assert again.image_size == 32 and again.sampler.as_dict() == pipe.sampler.as_dict() == {
+        "steps": 2,  # TINY_OVERRIDES' model.sampler.steps; the rest: fadm_small's
         "eta": 0.0,
         "strength": 0.1,
         "clip_sample": True,
@@ -108,10 +98,10 @@ def test_save_then_load_gives_the_same_samples(trained, tmp_path):
     }
     torch.manual_seed(0)
     coarse, attr_diff = torch.rand(3, 3, 32, 32), torch.randn(3, 11)
-    official = {**OFFICIAL_SAMPLER, "steps": 5}  # η = 1: fresh noise at every step
-    for sampler in (pipe.default_sampler, official):
-        before = pipe.sample(coarse, attr_diff, seed=4, **_sample_kwargs(sampler))
-        after = again.sample(coarse, attr_diff, seed=4, **_sample_kwargs(sampler))
+    official = OFFICIAL.with_(steps=5)  # η = 1: fresh noise at every step
+    for sampler in (pipe.sampler, official):
+        before = pipe.sample(coarse, attr_diff, sampler.with_(seed=4))
+        after = again.sample(coarse, attr_diff, sampler.with_(seed=4))
         assert torch.equal(before, after), sampler
         assert not torch.equal(before, coarse)  # a refinement, not the identity
     # the one loader takes the folder too, with the run's data config for evaluate
@@ -119,8 +109,8 @@ def test_save_then_load_gives_the_same_samples(trained, tmp_path):
     assert stored.data.image_size == cfg.data.image_size == 32
     assert stored.model._target_ == cfg.model._target_
     assert torch.equal(
-        loaded.sample(coarse, attr_diff, seed=4, **_sample_kwargs(official)),
-        pipe.sample(coarse, attr_diff, seed=4, **_sample_kwargs(official)),
+        loaded.sample(coarse, attr_diff, official.with_(seed=4)),
+        pipe.sample(coarse, attr_diff, official.with_(seed=4)),
     )
 
 
@@ -146,7 +136,7 @@ def test_folder_layout_index_and_model_card(exported):
     assert index["scheduler"] == ["diffusers", "DDIMScheduler"]
     assert index["coarse"] == ["fadm_lightning.models.coarse.synthetic", "SyntheticCoarseGenerator"]
     assert index["attributes"][1] == "SyntheticAttributes"
-    assert index["image_size"] == 32 and index["default_sampler"]["steps"] == 2
+    assert index["image_size"] == 32 and index["sampler"]["steps"] == 2
     assert index["run_config"]["data"]["image_size"] == 32
     assert index["run_config"]["model"]["_target_"] == "fadm_lightning.systems.fadm.FADMLitModule"
     assert index["source"]["ema"] is True and index["source"]["global_step"] == 2
@@ -162,6 +152,18 @@ def test_folder_layout_index_and_model_card(exported):
     assert all(torch.equal(a, b) for a, b in pairs)
     scheduler = DDIMScheduler.from_pretrained(exported, subfolder="scheduler")
     assert scheduler.config.prediction_type == "sample"
+    # a folder written before the sampler had one name per knob: `default_sampler`, and
+    # `val_*` in its run config, load to the same sampler
+    old = dict(index)
+    old["default_sampler"] = old.pop("sampler")
+    model = dict(old["run_config"]["model"])
+    model.update({f"val_{k}": v for k, v in model.pop("sampler").items()})
+    model["val_num_inference_steps"] = model.pop("val_steps")
+    old["run_config"] = {**old["run_config"], "model": model}
+    (exported / "model_index.json").write_text(json.dumps(old))
+    again, stored = load_pipeline(exported)
+    assert again.sampler == pipe.sampler and stored.model.sampler.steps == 2
+    (exported / "model_index.json").write_text(json.dumps(index))
 
     card = (exported / "README.md").read_text()
     agcn_params = sum(p.numel() for p in pipe.agcn.parameters())
@@ -176,7 +178,9 @@ def test_folder_layout_index_and_model_card(exported):
         "2 DDIM steps, η = 0, strength 0.1, x̂₀ clipped",
         "python -m fadm_lightning.animate ckpt=tiny",
         "python -m fadm_lightning.rectify ckpt=tiny",
-        "python -m fadm_lightning.evaluate ckpt=tiny sampler.num_inference_steps=2",
+        "python -m fadm_lightning.evaluate ckpt=tiny",
+        "sampler=official",
+        "sampler.steps=2 sampler.eta=0 sampler.strength=0.1",
         'FADMPipeline.from_pretrained("tiny"',
         "Not evaluated yet",
         "@inproceedings{zeng2023fadm",
@@ -263,7 +267,7 @@ def test_export_evaluate_and_the_card_metrics(trained, tmp_path, monkeypatch, ca
             [
                 f"ckpt={ckpt}",
                 "metrics.reconstruction=[l1,psnr,ssim]",
-                "sampler.num_inference_steps=2",
+                "sampler.steps=2",
                 "sampler.eta=0",
                 "sampler.strength=0.1",
                 "sampler.clip_sample=true",
@@ -422,13 +426,13 @@ def test_official_release_saved_and_loaded_gives_the_same_samples(release_files,
     folder = pipe.save_pretrained(tmp_path / "official")
     again = FADMPipeline.from_pretrained(folder)
     source, driving = _frames(1, 0), _frames(2, 1)
-    before = pipe(source, driving, num_inference_steps=3, eta=1.0, seed=0)
-    after = again(source, driving, num_inference_steps=3, eta=1.0, seed=0)
+    before = pipe(source, driving, sampler=SamplerConfig(steps=3, eta=1.0, seed=0))
+    after = again(source, driving, sampler=SamplerConfig(steps=3, eta=1.0, seed=0))
     for name in ("coarse", "attr_diff", "refined"):
         assert torch.equal(getattr(before, name), getattr(after, name)), name
     assert not torch.equal(before.refined, before.coarse)
 
-    assert again.agcn is again.unet and again.default_sampler == OFFICIAL_SAMPLER
+    assert again.agcn is again.unet and again.sampler == OFFICIAL
     assert again.attributes_from == "coarse" and again.image_size == 64
     index = json.loads((folder / "model_index.json").read_text())
     assert index["agcn"] == "unet"
@@ -475,7 +479,7 @@ def test_convert_release_command(release_files, tmp_path, capsys):
     assert run(f"output={output}") == 0
     assert "convert_release: wrote" in capsys.readouterr().err
     refiner = load_refiner(ckpt=output, device="cpu")
-    assert refiner.image_size == 64 and refiner.sampler_defaults == OFFICIAL_SAMPLER
+    assert refiner.image_size == 64 and refiner.sampler == OFFICIAL
     assert refiner.name == f"model folder {output}"
     assert refiner.pipe.coarse.mode == "absolute"  # the demo's face-vid2vid options
     direct = FADMPipeline.from_official_release(
@@ -483,8 +487,8 @@ def test_convert_release_command(release_files, tmp_path, capsys):
     )
     source, driving = _frames(1, 2), _frames(2, 3)
     assert torch.equal(
-        refiner.pipe(source, driving, num_inference_steps=2, seed=1).refined,
-        direct(source, driving, num_inference_steps=2, seed=1).refined,
+        refiner.pipe(source, driving, sampler=SamplerConfig(steps=2, seed=1)).refined,
+        direct(source, driving, sampler=SamplerConfig(steps=2, seed=1)).refined,
     )
     # an existing output is refused; missing files are all listed and nothing is written
     assert run(f"output={output}") == 1

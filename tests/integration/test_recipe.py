@@ -91,7 +91,7 @@ def test_raw_videos_to_report_and_pretrained_folder(finished):
     # the folder loads, and the model card carries the chosen sampler
     index = json.loads((work / "pretrained" / "model_index.json").read_text())
     assert index["guide_inputs"] == ["deformed"]
-    assert index["default_sampler"]["steps"] == 1
+    assert index["sampler"]["steps"] == 1
     # the choices were made on the validation person only
     selection = json.loads((work / "select" / "selection.json").read_text())
     assert selection["chosen"]["variant"] == "warped_source"

@@ -159,7 +159,8 @@ def test_evaluate_offers_stlpips(compose_train, tmp_path):
             return_hydra_config=True,
             overrides=[
                 f"ckpt={ckpt}",
-                "sampler.num_inference_steps=2",
+                "sampler=official",
+                "sampler.steps=2",
                 "max_items=1",
                 "metrics.reconstruction=[l1,stlpips]",
             ],

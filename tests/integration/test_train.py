@@ -13,6 +13,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
+from fadm_lightning.sampler import SamplerConfig
 from fadm_lightning.train import MissingPathsError, train
 
 from ..conftest import CONFIG_DIR, TINY_OVERRIDES
@@ -321,7 +322,7 @@ def test_checkpoint_is_self_contained_for_inference(compose_train):
     pipe, stored = load_pipeline(result["last_checkpoint"])
     assert stored.data.image_size == 32
     frames = torch.rand(2, 3, 32, 32)
-    refined = pipe.sample(frames, torch.zeros(2, 11), num_inference_steps=2, eta=0.0)
+    refined = pipe.sample(frames, torch.zeros(2, 11), SamplerConfig(steps=2, eta=0.0))
     assert refined.shape == frames.shape
     # a checkpoint that does not fit its model lists the differing keys
     ckpt = torch.load(result["last_checkpoint"], map_location="cpu", weights_only=True)
@@ -337,7 +338,8 @@ def test_checkpoint_is_self_contained_for_inference(compose_train):
     # the sampler benchmark reads the checkpoint's own data config
     from fadm_lightning.benchmarks.sampling import evaluate, markdown
 
-    rows = evaluate(result["last_checkpoint"], [(2, 0.0, 1.0), (2, 0.0, 0.5)], max_clips=1)
+    settings = [SamplerConfig.parse("2:0:1"), SamplerConfig.parse("2:0:0.5")]
+    rows = evaluate(result["last_checkpoint"], settings, max_clips=1)
     # the synthetic coarse generator has no warped source: coarse, copy source, the 2 settings
     assert [r["frames"] for r in rows][:2] == ["coarse", "copy source"] and len(rows) == 4
     assert all(0 <= r["l1"] <= 1 and r["psnr"] > 0 for r in rows)

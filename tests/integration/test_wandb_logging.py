@@ -199,7 +199,8 @@ def test_evaluation_logs_playable_videos(wandb_training):
         "fadm_lightning.evaluate",
         [
             f"ckpt={run_dir / 'checkpoints' / 'last.ckpt'}",
-            "sampler.num_inference_steps=2",
+            "sampler=official",
+            "sampler.steps=2",
             "metrics.reconstruction=[l1,psnr,ssim]",
             "batch_size=4",
             "num_threads=1",

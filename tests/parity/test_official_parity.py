@@ -27,6 +27,7 @@ from torch import nn
 from fadm_lightning.models.coarse import facevid, fomm
 from fadm_lightning.models.official import DenoiserOutput, OfficialFADMDenoiser
 from fadm_lightning.pipeline import FADMPipeline
+from fadm_lightning.sampler import SamplerConfig
 
 from .conftest import FOMM_UTIL, SYNC_BATCHNORM_FILES, noise_floor, tolerance
 
@@ -603,7 +604,7 @@ def _sample_and_compare(ref: nn.Module, ours: OfficialFADMDenoiser, size: int, c
     ours_recorder = Recorder(ours, pipeline_role=True)
     pipe = FADMPipeline(agcn=ours, unet=ours_recorder, scheduler=ours.make_scheduler())
     out = pipe.sample(
-        coarse, attr, num_inference_steps=T, eta=1.0, noise=our_noise(x_T, noise_list)
+        coarse, attr, SamplerConfig(steps=T, eta=1.0), noise=our_noise(x_T, noise_list)
     )
 
     # With random weights ε̂ does not cancel x_t, so the trajectory grows by up to

@@ -122,10 +122,10 @@ def test_cpu_fallbacks_say_so(monkeypatch):
 def test_channels_last_setting_is_in_the_configs():
     from omegaconf import OmegaConf
 
-    from ..conftest import REPO
+    from fadm_lightning.config import compose_config
 
     for app in ("animate", "rectify"):
-        sampler = OmegaConf.load(REPO / "conf" / f"{app}.yaml").sampler
+        sampler = compose_config(app).sampler  # the knobs come from conf/sampler/model.yaml
         assert sampler.channels_last is False and "start_noise" in sampler
         SamplerSettings(**OmegaConf.to_container(sampler))  # every key is a setting
 
@@ -138,17 +138,11 @@ def test_speed_benchmark_tiny_end_to_end(tmp_path, capsys):
 
     result = speed.main(
         [
-            "--tiny",
-            "--device",
-            "cpu",
-            "--rows",
-            "student",
-            "channels_last",
-            "fastest",
-            "--json",
-            str(tmp_path / "speed.json"),
-            "--markdown",
-            str(tmp_path / "speed.md"),
+            "tiny=true",
+            "device=cpu",
+            "rows=[student,channels_last,fastest]",
+            f"json={tmp_path / 'speed.json'}",
+            f"markdown={tmp_path / 'speed.md'}",
         ]
     )
     out = capsys.readouterr().out
@@ -184,8 +178,8 @@ def test_gpu_benchmark_on_the_cpu_writes_its_table(tmp_path, capsys):
 
     out = tmp_path / "bench_gpu"
     # generous time guards: a busy machine must not skip rows here
-    args = ["--device", "cpu", "--tiny", "--out", str(out), "--precisions", "fp32"]
-    assert gpu.main([*args, "--budget-s", "3000", "--row-limit-s", "1000"]) == 0
+    args = ["device=cpu", "tiny=true", f"out={out}", "precisions=[fp32]"]
+    assert gpu.main([*args, "budget_s=3000", "row_limit_s=1000"]) == 0
     table = (out / "table.md").read_text()
     result = json.loads((out / "results.json").read_text())
     assert "| student | fp32 | 1 |" in table and "| official | fp32 | 1 |" in table
@@ -204,6 +198,6 @@ def test_gpu_benchmark_without_cuda_exits_with_a_message(tmp_path, capsys):
         pytest.skip("CUDA is available here")
     from fadm_lightning.benchmarks import gpu
 
-    assert gpu.main(["--out", str(tmp_path / "none")]) == 2
+    assert gpu.main([f"out={tmp_path / 'none'}"]) == 2
     assert "no CUDA device" in capsys.readouterr().err
     assert not (tmp_path / "none").exists()

@@ -278,7 +278,12 @@ def _loaders() -> dict:
     from fadm_lightning.models.attributes import deca
     from fadm_lightning.models.coarse.facevid import checkpoint as facevid
     from fadm_lightning.models.coarse.fomm import checkpoint as fomm
-    from fadm_lightning.models.coarse.fomm.training import VGG19_EXPECTED, VGG19Features
+    from fadm_lightning.models.coarse.fomm.training import (
+        VGG19_EXPECTED,
+        VGG19Features,
+        VGGWeightsError,
+    )
+    from fadm_lightning.models.errors import MetricWeightsError
     from fadm_lightning.models.face.weights import WeightsFileError, load_weights
     from fadm_lightning.models.official import checkpoint as official
 
@@ -315,22 +320,22 @@ def _loaders() -> dict:
             "PyTorch weights file",
             "tiny linear weights, a torch.save'd state dict",
         ),
-        "vgg": (VGG19Features, RuntimeError, "VGG-19 weights file", VGG19_EXPECTED),
+        "vgg": (VGG19Features, VGGWeightsError, "VGG-19 weights file", VGG19_EXPECTED),
         "lpips_alexnet": (
             build_lpips_alex,
-            ValueError,
+            MetricWeightsError,
             "PyTorch weights file",
             "torchvision's ImageNet AlexNet state dict",
         ),
         "fid_inception": (
             lambda p: load_pytorch_fid_weights(None, p),  # fails before the network is used
-            ValueError,
+            MetricWeightsError,
             "PyTorch weights file",
             "pytorch-fid's (or torch-fidelity's) FID Inception-v3 state dict",
         ),
         "stlpips": (
             build_stlpips_alex,
-            ValueError,
+            MetricWeightsError,
             "PyTorch weights file",
             "the ST-LPIPS[alex] weights",
         ),
@@ -412,3 +417,47 @@ def test_the_describing_function_passes_a_real_torch_file(tmp_path):
     assert describe_not_a_torch_file(path, "anything") is None
     state = load_torch_file(path, what="weights file", expected="a state dict", error=ValueError)
     assert torch.equal(state["w"], torch.ones(3))
+
+
+# --------------------------------------------------------------- one base class, one comparison
+
+
+def test_every_weights_error_is_one_class_the_cli_catches():
+    from fadm_lightning.inference.cli import EXPECTED_ERRORS
+    from fadm_lightning.models.attributes import deca
+    from fadm_lightning.models.errors import WeightsError
+
+    classes = [entry[1] for entry in _loaders().values()]
+    classes += [CheckpointError, deca.CheckpointError]
+    assert all(issubclass(kind, WeightsError) for kind in classes), classes
+    assert WeightsError in EXPECTED_ERRORS
+    assert not [
+        kind
+        for kind in EXPECTED_ERRORS
+        if kind is not WeightsError and issubclass(kind, WeightsError)
+    ]
+
+
+def test_one_state_dict_comparison_names_every_differing_key(tmp_path):
+    from fadm_lightning.models.errors import WeightsError, check_state_dict, compare_state_dicts
+
+    expected = {"a": torch.zeros(2), "b": torch.zeros(3), "c.num_batches_tracked": torch.zeros(())}
+    found = {"b": torch.zeros(4), "extra": torch.zeros(1), "c.num_batches_tracked": [1]}
+    diff = compare_state_dicts(expected, found)
+    missing, unexpected, mis_shaped = diff
+    assert missing == ["a"] and unexpected == ["extra"]
+    assert mis_shaped == [
+        "b: checkpoint (4,) vs model (3,)",
+        "c.num_batches_tracked: checkpoint holds a list, not a tensor",
+    ]
+    assert diff.keys == ["a", "b", "c.num_batches_tracked", "extra"]
+    assert not compare_state_dicts(expected, expected)
+    optional = compare_state_dicts(
+        expected, {"b": torch.zeros(3)}, optional=(".num_batches_tracked",)
+    )
+    assert optional.missing == ("a",)
+    with pytest.raises(WeightsError) as caught:
+        check_state_dict(expected, found, path=tmp_path / "w.pth", what="toy checkpoint")
+    message = str(caught.value)
+    assert str(tmp_path / "w.pth") in message
+    assert all(key in message for key in ("a", "extra", "b: checkpoint (4,) vs model (3,)"))

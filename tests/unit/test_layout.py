@@ -17,7 +17,7 @@ PACKAGE = Path(__file__).resolve().parents[2] / "src" / "fadm_lightning"
 
 # bottom first; a name is a subpackage or a top-level module of fadm_lightning
 LAYERS = [
-    {"config", "media", "sampler"},  # configs; image, video, audio in and out; sampler settings
+    {"config", "media", "sampler", "schedule"},  # configs; media in/out; sampler; DDIM schedule
     {"faces", "synthetic"},  # detection, tubes, crops; the procedural world
     {"models"},  # plain nn.Modules
     {"loading"},  # checkpoint and folder loaders, handed the pipeline class (never importing it)

@@ -27,6 +27,7 @@ from fadm_lightning.models.official import (
 )
 from fadm_lightning.models.official.blocks import SelfAttention, TimeEmbedding
 from fadm_lightning.pipeline import FADMPipeline, official_scheduler
+from fadm_lightning.sampler import SamplerConfig
 
 ROOT = Path(__file__).resolve().parents[2]
 KEYS_FILE = ROOT / "tests" / "data" / "reference" / "fadm_denoiser_keys.txt"
@@ -322,7 +323,7 @@ def test_full_100_step_sample_is_the_official_sampler():
     noise = [x_T, *(noise_list[t] for t in range(99, -1, -1))]
     coarse, attribute = frames(2, 1), torch.randn(2, 56)
     with torch.no_grad():
-        ours = pipe.sample(coarse, attribute, num_inference_steps=100, eta=1.0, noise=noise)
+        ours = pipe.sample(coarse, attribute, SamplerConfig(steps=100, eta=1.0), noise=noise)
         expected = official_sample(
             denoiser, coarse, attribute, x_T.expand(2, -1, -1, -1), noise_list
         )
@@ -338,7 +339,7 @@ def test_fewer_steps_are_ddim_eta1_on_the_same_schedule():
         torch.randn(1, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(s)) for s in range(5)
     ]
     with torch.no_grad():
-        ours = pipe.sample(coarse, attribute, num_inference_steps=4, eta=1.0, noise=draws)
+        ours = pipe.sample(coarse, attribute, SamplerConfig(steps=4, eta=1.0), noise=draws)
         abar = denoiser.diffusion.alphas_cumprod
         x = draws[0]
         for step, t in enumerate((75, 50, 25, 0)):
@@ -447,7 +448,7 @@ def test_release_assembles_a_ready_pipeline(tmp_path, monkeypatch):
     assert pipe.agcn is pipe.unet and isinstance(pipe.unet, OfficialFADMDenoiser)
     assert pipe.attributes_from == "coarse" and isinstance(pipe.coarse, FacevidCoarseGenerator)
     assert not pipe.unet.training and not any(p.requires_grad for p in pipe.unet.parameters())
-    out = pipe(frames(1, 0, size), frames(2, 1, size), num_inference_steps=3, seed=0)
+    out = pipe(frames(1, 0, size), frames(2, 1, size), sampler=SamplerConfig(steps=3, seed=0))
     assert out.refined.shape == out.coarse.shape == (2, 3, size, size)
     assert out.attr_diff.shape == (2, 56)
     assert 0 <= out.refined.min() and out.refined.max() <= 1

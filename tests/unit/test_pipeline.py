@@ -12,6 +12,7 @@ from fadm_lightning.pipeline import (
     training_target,
     x0_and_epsilon,
 )
+from fadm_lightning.sampler import SamplerConfig
 
 
 def test_betas_equal_the_official_linear_schedule():
@@ -81,9 +82,9 @@ def test_same_seed_same_samples_and_shared_noise():
     pipe = tiny_pipeline()
     coarse = torch.rand(1, 3, 16, 16).expand(3, -1, -1, -1).contiguous()
     attr = torch.zeros(3, 4)
-    a = pipe.sample(coarse, attr, num_inference_steps=5, eta=1.0, seed=7)
-    b = pipe.sample(coarse, attr, num_inference_steps=5, eta=1.0, seed=7)
-    c = pipe.sample(coarse, attr, num_inference_steps=5, eta=1.0, seed=8)
+    a = pipe.sample(coarse, attr, SamplerConfig(steps=5, eta=1.0, seed=7))
+    b = pipe.sample(coarse, attr, SamplerConfig(steps=5, eta=1.0, seed=7))
+    c = pipe.sample(coarse, attr, SamplerConfig(steps=5, eta=1.0, seed=8))
     assert torch.equal(a, b)  # the same kernels on the same shapes, in one process
     assert (a - c).abs().mean() > 100 * SAMPLE_TOL  # another seed: far beyond the tolerance
     # one noise draw for all frames: identical inputs give the same frames (up to float rounding:
@@ -94,14 +95,13 @@ def test_same_seed_same_samples_and_shared_noise():
     whole = pipe.sample(
         torch.rand(4, 3, 16, 16, generator=torch.Generator().manual_seed(1)),
         torch.zeros(4, 4),
-        num_inference_steps=3,
-        seed=3,
+        SamplerConfig(steps=3, seed=3),
     )
     frames = torch.rand(4, 3, 16, 16, generator=torch.Generator().manual_seed(1))
     parts = torch.cat(
         [
-            pipe.sample(frames[:2], torch.zeros(2, 4), num_inference_steps=3, seed=3),
-            pipe.sample(frames[2:], torch.zeros(2, 4), num_inference_steps=3, seed=3),
+            pipe.sample(frames[:2], torch.zeros(2, 4), SamplerConfig(steps=3, seed=3)),
+            pipe.sample(frames[2:], torch.zeros(2, 4), SamplerConfig(steps=3, seed=3)),
         ]
     )
     torch.testing.assert_close(whole, parts, rtol=0, atol=SAMPLE_TOL)
@@ -113,10 +113,10 @@ def test_strength_runs_fewer_steps_and_validates():
     calls = []
     original = pipe.unet.forward
     pipe.unet.forward = lambda *a, **k: (calls.append(1), original(*a, **k))[1]
-    pipe.sample(torch.rand(1, 3, 16, 16), torch.zeros(1, 4), num_inference_steps=10, strength=0.3)
+    pipe.sample(torch.rand(1, 3, 16, 16), torch.zeros(1, 4), SamplerConfig(steps=10, strength=0.3))
     assert len(calls) == 3
     with pytest.raises(ValueError, match="strength"):
-        pipe.sample(torch.rand(1, 3, 16, 16), torch.zeros(1, 4), strength=0)
+        pipe.sample(torch.rand(1, 3, 16, 16), torch.zeros(1, 4), SamplerConfig(strength=0))
 
 
 @pytest.mark.parametrize("prediction_type", ["epsilon", "sample", "v_prediction"])
@@ -169,7 +169,7 @@ def test_residual_refiner_with_zero_output_returns_the_coarse_frame(steps, stren
     torch.nn.init.zeros_(pipe.unet.conv_out.bias)
     coarse = torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(2))
     out = pipe.sample(
-        coarse, torch.zeros(2, 4), num_inference_steps=steps, strength=strength, eta=eta
+        coarse, torch.zeros(2, 4), SamplerConfig(steps=steps, strength=strength, eta=eta)
     )
     torch.testing.assert_close(out, coarse, atol=1e-5, rtol=0)
 
@@ -186,6 +186,6 @@ def test_residual_x0_refiner_returns_its_prediction_in_one_step_clipped_to_the_f
             return type("Out", (), {"sample": residual})()
 
     pipe.unet = Oracle()
-    out = pipe.sample(coarse, torch.zeros(1, 4), num_inference_steps=1, clip_sample=True)
+    out = pipe.sample(coarse, torch.zeros(1, 4), SamplerConfig(steps=1, clip_sample=True))
     torch.testing.assert_close(out, (coarse + 0.25).clamp(0, 1))
     assert seen == [(3 + 3 + 3, 99)]  # cat(x_t, c, g), the noisiest timestep

@@ -11,6 +11,7 @@ import torch
 
 from fadm_lightning.data.voxceleb import carve_persons
 from fadm_lightning.metrics.temporal import TemporalAccumulator, temporal_metrics
+from fadm_lightning.sampler import SamplerConfig
 from fadm_lightning.workflows.recipe import (
     RecipeError,
     check_disjoint,
@@ -61,14 +62,15 @@ def test_carved_validation_persons():
 
 def test_sampler_settings_round_trip():
     assert sampler_overrides("20:0:0.1:clip", "sampler.") == [
-        "sampler.num_inference_steps=20",
+        "sampler.steps=20",
         "sampler.eta=0.0",
         "sampler.strength=0.1",
         "sampler.clip_sample=true",
         "sampler.start_noise=true",
     ]
     assert (
-        sampler_overrides("1:0:1:clip:nonoise", "model.val_")[-1] == "model.val_start_noise=false"
+        sampler_overrides("1:0:1:clip:nonoise", "model.sampler.")[-1]
+        == "model.sampler.start_noise=false"
     )
     rows = [
         {"variant": "a", "setting": "coarse", "frames": "coarse", "psnr": "30.0"},
@@ -145,13 +147,13 @@ def test_guide_inputs_reach_the_denoiser_and_are_required():
     coarse, attr, guide = pipe.prepare(source, driving, with_guide=True)
     assert guide.shape == (2, 3, 16, 16)
     assert torch.equal(guide, source.flip(-1).expand(2, -1, -1, -1))
-    kwargs = dict(num_inference_steps=1, eta=0.0, clip_sample=True, start_noise=False)
-    a = pipe.sample(coarse, attr, guide=guide, **kwargs)
-    b = pipe.sample(coarse, attr, guide=torch.zeros_like(guide), **kwargs)
+    sampler = SamplerConfig(steps=1, eta=0.0, clip_sample=True, start_noise=False)
+    a = pipe.sample(coarse, attr, sampler, guide=guide)
+    b = pipe.sample(coarse, attr, sampler, guide=torch.zeros_like(guide))
     assert not torch.allclose(a, b)  # the denoiser sees it
     with pytest.raises(ValueError, match="guide_inputs"):
-        pipe.sample(coarse, attr, **kwargs)
-    assert pipe(source, driving, **kwargs).refined.shape == (2, 3, 16, 16)
+        pipe.sample(coarse, attr, sampler)
+    assert pipe(source, driving, sampler=sampler).refined.shape == (2, 3, 16, 16)
     with pytest.raises(ValueError, match="guide_inputs must be among"):
         _tiny_pipeline(guide_inputs=("occlusion",))
 

@@ -1,6 +1,6 @@
 """The synthetic world's third split (val/): disjoint identities, unchanged train/test clips,
 validation on val/ (``val_split``), an optional val/ in the index, and the sampler benchmark's
-``--split``."""
+``split=``."""
 
 from __future__ import annotations
 
@@ -237,4 +237,4 @@ def test_sampling_benchmark_split(worlds, tmp_path):
     with pytest.raises(ValueError, match="split must be one of"):
         sampling.clip_loader(dm, "train")
     with pytest.raises(SystemExit):
-        sampling.main(["some.ckpt", "--split", "train"])  # argparse refuses it
+        sampling.main(["ckpt=some.ckpt", "split=train"])  # refused before any work

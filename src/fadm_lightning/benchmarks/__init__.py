@@ -1,4 +1,6 @@
-"""Benchmarks: ``python -m fadm_lightning.benchmarks.<name>`` (see each module's docstring)."""
+"""Benchmarks: ``python -m fadm_lightning.benchmarks.<name> [key=value …]`` (see each module's
+docstring), Hydra commands like every other (``config.hydra_main``) with their options in
+``conf/benchmark/<name>.yaml``."""
 
 from __future__ import annotations
 

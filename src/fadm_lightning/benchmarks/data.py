@@ -1,6 +1,8 @@
 """Data throughput: can the data modules feed one GPU at the 256 preset's training step rate?
 
-``python -m fadm_lightning.benchmarks.data [--gpu-step-s 0.025] [--batches 8] [--frames 64]``
+``python -m fadm_lightning.benchmarks.data [gpu_step_s=0.025] [batches=16] [frames=64]``
+
+A Hydra command: the options are ``key=value`` overrides of ``conf/benchmark/data.yaml``.
 
 1. Builds temporary 256×256 synthetic trees with ``generate_dataset`` in both formats (mp4 files
    and PNG-frame folders), a 224×224 copy of the mp4 tree (VoxCeleb2 crops, resized on load) and
@@ -9,21 +11,21 @@
    does; ``torch.set_num_threads(1)``) of each data module at batch 8, 256×256: training pairs per
    second (source images per second for CelebA); the best of 3 rounds, interleaved between the
    modules.
-3. Times the read of two random frames of an mp4 clip (``--frames`` and 4× that long: decord
+3. Times the read of two random frames of an mp4 clip (``frames`` and 4× that long: decord
    seeks to the previous key frame and decodes forward, so the cost grows with the clip length)
-   against the read of a PNG pair; with ``--real-clip`` (default: the real VoxCeleb clip of
+   against the read of a PNG pair; with ``real_clip`` (default: the real VoxCeleb clip of
    ``shared/fixtures``, when present) the same for real content: the clip as it is, re-encoded
    by ``write_mp4`` with the encoder's key-frame interval and with ``gop=12`` (what
    ``fadm_lightning.preprocess`` writes), and as a PNG folder.
 4. Shards (``docs/scaling.md, "Sharded streaming data"``): writes the mp4 and the PNG tree, each clip repeated
-   ``--shard-copies`` times under other names (symbolic links: the same clips, enough of them for
+   ``shard_copies`` times under other names (symbolic links: the same clips, enough of them for
    whole batches per pass), as LitData shards with ``fadm_lightning.data.shard_writer.write_shards`` and
    times the ``voxceleb_shards`` data module's streaming loader (``StreamingDataLoader``, one
    worker) like the folder modules above, plus the two-frame read of a stored record.
 5. Prints the workers one GPU needs: ``ceil(margin · gpu_batch / gpu_step_s / pairs_per_s)``, and
-   PASS when every training data module needs at most ``--max-workers`` (8) with the 2× margin.
+   PASS when every training data module needs at most ``max_workers`` (8) with the 2× margin.
 
-No GPU is needed: the step time is an option (``--gpu-step-s``). Its default, 0.025 s, is an
+No GPU is needed: the step time is an option (``gpu_step_s``). Its default, 0.025 s, is an
 estimate for an H100 and the 256 preset (batch 5, the paper UNet of 144 M parameters: 5.8 TFLOP
 for forward + backward, counted with ``torch.utils.flop_counter`` on the meta device; at ~40 % of
 the 989 TFLOP/s bf16 dense peak that is ~15 ms, plus ~10 ms for the frozen FOMM and DECA
@@ -32,7 +34,6 @@ forwards, the AGCN, the optimizer step and data transfer). Replace it with a mea
 
 from __future__ import annotations
 
-import argparse
 import math
 import os
 import shutil
@@ -40,12 +41,15 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import torch
+from omegaconf import DictConfig, OmegaConf
 from PIL import Image
 
 from fadm_lightning.benchmarks import cpu_name
+from fadm_lightning.config import hydra_main
 
 DEFAULT_GPU_STEP_S = 0.025
 REAL_CLIP = (
@@ -207,7 +211,8 @@ def workers_needed(pairs_per_s: float, gpu_step_s: float, gpu_batch: int, margin
     return math.ceil(margin * gpu_batch / gpu_step_s / pairs_per_s)
 
 
-def run(args: argparse.Namespace) -> bool:
+def run(args: SimpleNamespace) -> bool:
+    """The benchmark with the options of ``conf/benchmark/data.yaml``; whether it passed."""
     from fadm_lightning.data.celeba import CelebASourcesDataModule
     from fadm_lightning.data.datamodule import VoxCelebDataModule
     from fadm_lightning.data.shards import VoxCelebShardsDataModule
@@ -330,7 +335,7 @@ def run(args: argparse.Namespace) -> bool:
         print(
             f"\nOne GPU at the 256 preset: batch {GPU_BATCH} every {args.gpu_step_s:.3f} s "
             f"= {rate_needed:.0f} pairs/s; with the {args.margin:g}× margin "
-            f"{args.margin * rate_needed:.0f} pairs/s. (--gpu-step-s: "
+            f"{args.margin * rate_needed:.0f} pairs/s. (gpu_step_s: "
             f"{'given' if args.gpu_step_s != DEFAULT_GPU_STEP_S else 'estimated H100 step, not measured here'})"
         )
         ok = True
@@ -365,45 +370,15 @@ def run(args: argparse.Namespace) -> bool:
             shutil.rmtree(workdir, ignore_errors=True)
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog="python -m fadm_lightning.benchmarks.data",
-        description="Per-worker throughput of the data modules against one GPU's training step rate.",
-    )
-    parser.add_argument(
-        "--gpu-step-s", type=float, default=DEFAULT_GPU_STEP_S,
-        help="seconds per training step of the 256 preset (batch 5) on the GPU to feed; default: "
-        "an H100 estimate (module docstring), not a measurement",
-    )  # fmt: skip
-    parser.add_argument("--margin", type=float, default=2.0, help="required over-supply (2×)")
-    parser.add_argument("--max-workers", type=int, default=8, help="workers one GPU may use (8)")
-    parser.add_argument("--batches", type=int, default=16, help="timed batches per data module")
-    parser.add_argument("--frames", type=int, default=64, help="frames per synthetic clip")
-    parser.add_argument("--ids", type=int, default=4, help="training identities per tree")
-    parser.add_argument("--read-repeats", type=int, default=20, help="timed two-frame reads")
-    parser.add_argument(
-        "--shard-copies", type=int, default=32,
-        help="times each train clip is written into the shards (an epoch of the stream must hold "
-        "whole batches: ids × copies ≥ batch 8; default 32)",
-    )  # fmt: skip
-    parser.add_argument(
-        "--rounds", type=int, default=3, help="timings per figure; the best is printed"
-    )
-    parser.add_argument(
-        "--real-clip", default=str(REAL_CLIP) if REAL_CLIP.is_file() else None,
-        help="a real mp4 clip for the read-cost comparison (default: the shared fixture)",
-    )  # fmt: skip
-    parser.add_argument("--workdir", default=None, help="build the trees here and keep them")
-    parser.add_argument("--keep", action="store_true", help="keep the temporary trees")
-    args = parser.parse_args(argv)
-    if args.gpu_step_s <= 0 or args.margin <= 0 or args.batches < 1:
-        parser.error("--gpu-step-s, --margin and --batches must be positive")
-    return args
-
-
-def main(argv: list[str] | None = None) -> int:
-    return 0 if run(parse_args(argv)) else 1
+@hydra_main("benchmark/data", threads=None)  # run() times one worker: one thread
+def main(cfg: DictConfig) -> int:
+    if cfg.gpu_step_s <= 0 or cfg.margin <= 0 or cfg.batches < 1:
+        raise SystemExit("benchmarks.data: gpu_step_s, margin and batches must be positive")
+    args = SimpleNamespace(**OmegaConf.to_container(cfg, resolve=True))
+    if args.real_clip is None and REAL_CLIP.is_file():
+        args.real_clip = str(REAL_CLIP)
+    return 0 if run(args) else 1
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    main()

@@ -1,9 +1,11 @@
 """The quality table of a distilled student against its teacher, on the same clips.
 
-    python -m fadm_lightning.benchmarks.distill --teacher TEACHER.ckpt --student STUDENT.ckpt \
-        [--split val|test] [--teacher-settings 100:1:1 25:0:1 20:0:0.1:clip] \
-        [--student-settings 1:0:1:clip:nonoise 2:0:1:clip:nonoise 4:0:1:clip:nonoise] \
-        [--max-clips N] [--threads N] [--markdown FILE] [--json FILE]
+    python -m fadm_lightning.benchmarks.distill teacher=TEACHER.ckpt student=STUDENT.ckpt \
+        [split=val|test] [teacher_samplers=[100:1:1,25:0:1,20:0:0.1:clip,own]] \
+        [student_samplers=[1:0:1:clip:nonoise,2:0:1:clip:nonoise,4:0:1:clip:nonoise]] \
+        [max_clips=N] [threads=N] [markdown=FILE] [json=FILE]
+
+A Hydra command: the options are ``key=value`` overrides of ``conf/benchmark/distill.yaml``.
 
 Rows: the coarse frames, the teacher with each of its settings (default: the official sampler,
 100 steps η = 1; 25 deterministic steps; its own validation sampler) and the student with each
@@ -17,24 +19,24 @@ The last lines compare the student's own sampler (the one stored in its checkpoi
 teacher's own sampler: ΔPSNR, relative L1, the gain over the coarse frames and the flicker
 difference, and whether the issue's targets hold (within 0.3 dB and 5 % L1 of the teacher,
 better than the coarse frames, flicker no higher than the teacher's). Choose the student's
-settings and checkpoint with ``--split val``; report ``--split test`` once.
+settings and checkpoint with ``split=val``; report ``split=test`` once.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 
-import torch
+from omegaconf import DictConfig
 
 from fadm_lightning.benchmarks.sampling import (
     REFERENCE_ROWS,
     SPLIT_CHOICES,
     evaluate,
-    parse_setting,
     setting_name,
 )
+from fadm_lightning.config import hydra_main
+from fadm_lightning.sampler import SamplerConfig
 
 TEACHER_SETTINGS = ["100:1:1", "25:0:1", "own"]
 STUDENT_SETTINGS = ["1:0:1:clip:nonoise", "2:0:1:clip:nonoise", "4:0:1:clip:nonoise"]
@@ -55,17 +57,16 @@ def resolve_checkpoint(path: str) -> str:
     return str(last)
 
 
-def own_setting(ckpt: str) -> tuple[int, float, float, bool, bool]:
-    """The validation sampler stored with a checkpoint, as a benchmark setting."""
+def own_setting(ckpt: str) -> SamplerConfig:
+    """The validation sampler stored with a checkpoint (its own), as a benchmark setting."""
     from fadm_lightning.checkpoints import read_run_config, validation_sampler
 
-    s = validation_sampler(read_run_config(ckpt)["model"])
-    return s["steps"], s["eta"], s["strength"], s["clip_sample"], s["start_noise"]
+    return validation_sampler(read_run_config(ckpt)["model"])
 
 
-def _settings(texts: list[str], ckpt: str) -> tuple[list[tuple], tuple]:
+def _settings(texts: list[str], ckpt: str) -> tuple[list[SamplerConfig], SamplerConfig]:
     own = own_setting(ckpt)
-    out = [own if t == "own" else parse_setting(t) for t in texts]
+    out = [own if t == "own" else SamplerConfig.parse(t) for t in texts]
     if own not in out:
         out.append(own)
     return out, own
@@ -95,7 +96,7 @@ def compare(
                     rows.append({"model": row["frames"], "sampler": "—", **row})
                 continue
             sampler = row["frames"].removeprefix("refined (").removesuffix(")")
-            row["own"] = row["frames"] == setting_name(*own)
+            row["own"] = row["frames"] == setting_name(own)
             rows.append({"model": model, "sampler": sampler, **row})
     by = {(r["model"], r.get("own", False)): r for r in rows}
     coarse, t_best, s_best = by[("coarse", False)], by[("teacher", True)], by[("student", True)]
@@ -158,44 +159,34 @@ def markdown(result: dict) -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--teacher", required=True, help="checkpoint or training run directory")
-    parser.add_argument("--student", required=True, help="checkpoint or training run directory")
-    parser.add_argument("--split", choices=SPLIT_CHOICES, default="val")
-    parser.add_argument(
-        "--teacher-settings",
-        nargs="+",
-        default=TEACHER_SETTINGS,
-        help="steps:eta:strength[:clip][:nonoise] or 'own' (its validation sampler)",
-    )
-    parser.add_argument("--student-settings", nargs="+", default=STUDENT_SETTINGS)
-    parser.add_argument("--max-clips", type=int, default=None)
-    parser.add_argument("--threads", type=int, default=None)
-    parser.add_argument("--markdown", type=Path, default=None)
-    parser.add_argument("--json", type=Path, default=None)
-    args = parser.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    for text in [*args.teacher_settings, *args.student_settings]:
+@hydra_main("benchmark/distill", threads="threads")
+def main(cfg: DictConfig) -> dict:
+    missing = [k for k in ("teacher", "student") if not cfg[k]]
+    if missing:
+        raise SystemExit(f"benchmarks.distill: give {' and '.join(f'{k}=…' for k in missing)}")
+    if cfg.split not in SPLIT_CHOICES:
+        raise SystemExit(f"benchmarks.distill: split={cfg.split}: val or test")
+    teacher_samplers = [str(x) for x in cfg.teacher_samplers]
+    student_samplers = [str(x) for x in cfg.student_samplers]
+    for text in [*teacher_samplers, *student_samplers]:
         if text != "own":
-            parse_setting(text)  # argparse-style error before any work
+            SamplerConfig.parse(text)  # a wrong setting fails before any work
     result = compare(
-        args.teacher,
-        args.student,
-        args.teacher_settings,
-        args.student_settings,
-        args.split,
-        args.max_clips,
+        str(cfg.teacher),
+        str(cfg.student),
+        teacher_samplers,
+        student_samplers,
+        str(cfg.split),
+        cfg.max_clips,
     )
     text = markdown(result)
     print(text)
-    for path, content in ((args.markdown, text + "\n"), (args.json, json.dumps(result, indent=1))):
-        if path is not None:
+    for path, content in ((cfg.markdown, text + "\n"), (cfg.json, json.dumps(result, indent=1))):
+        if path:
+            path = Path(str(path))
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(content)
+    return result
 
 
 if __name__ == "__main__":

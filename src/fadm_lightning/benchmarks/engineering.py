@@ -145,5 +145,5 @@ def parse_fastest(text: str | None) -> dict[str, Any]:
         elif part.startswith("threads="):
             options["threads"] = int(part.split("=", 1)[1])
         else:
-            raise SystemExit(f"--fastest: unknown option {part!r}")
+            raise SystemExit(f"fastest: unknown option {part!r}")
     return options

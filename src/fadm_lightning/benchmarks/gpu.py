@@ -1,7 +1,9 @@
 """Inference speed on one GPU: ``rectify`` end to end, the official sampler against the student.
 
-    python -m fadm_lightning.benchmarks.gpu --out logs/bench_gpu [--budget-s 285]
-        [--max-batch 128] [--frames 16] [--official-frames 4] [--device cuda|cpu] [--tiny]
+    python -m fadm_lightning.benchmarks.gpu [out=logs/bench_gpu] [budget_s=285]
+        [max_batch=128] [frames=16] [official_frames=4] [device=cuda|cpu] [tiny=true]
+
+A Hydra command: the options are ``key=value`` overrides of ``conf/benchmark/gpu.yaml``.
 
 Times :func:`~fadm_lightning.inference.rectify.rectify_video` (decode, face crop, attributes, refinement,
 encode; model building and a warm-up batch excluded) at 256×256 with the paper-size network
@@ -11,23 +13,22 @@ encode; model building and a warm-up batch excluded) at 256×256 with the paper-
   η = 0, from the coarse frame without noise, x̂_0 clipped),
 * in fp32, bf16 (autocast) and bf16 + ``torch.compile`` (``mode="reduce-overhead"``, CUDA
   graphs; if that fails, the default mode, with a note),
-* at batch 1 and at the largest batch that fits: doubling 8, 16, 32, … up to ``--max-batch``
+* at batch 1 and at the largest batch that fits: doubling 8, 16, 32, … up to ``max_batch``
   (128) until CUDA runs out of memory (probed with the denoiser forward in each precision).
 
-The official rows use few frames (``--official-frames``, 4 at batch 1; one batch at the largest
+The official rows use few frames (``official_frames``, 4 at batch 1; one batch at the largest
 batch) and every row is skipped when a time guard (from its warm-up batch) says it would not fit
-in the per-row limit or in what is left of ``--budget-s`` (the whole run stays under 5 minutes); compiled rows start
-only while ``--compile-s`` (60 s) of the budget is left for the compilation.
+in the per-row limit or in what is left of ``budget_s`` (the whole run stays under 5 minutes); compiled rows start
+only while ``compile_s`` (60 s) of the budget is left for the compilation.
 A failing row is recorded with its error in ``results.json`` and the run goes on.
 
-Writes ``table.md`` and ``results.json`` into ``--out`` and prints the table, the GPU's name and
-the total elapsed time. Without CUDA it exits with status 2 unless ``--device cpu`` is given
-(``--device cpu --tiny``: a 64×64 configuration with the small UNet, for the tests).
+Writes ``table.md`` and ``results.json`` into ``out`` and prints the table, the GPU's name and
+the total elapsed time. Without CUDA it exits with status 2 unless ``device=cpu`` is given
+(``device=cpu tiny=true``: a 64×64 configuration with the small UNet, for the tests).
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import sys
@@ -36,9 +37,11 @@ import time
 import traceback
 from collections.abc import Callable
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import torch
+from omegaconf import DictConfig, OmegaConf
 
 from fadm_lightning.benchmarks.inference import RANDOM_WEIGHTS_NOTE, benchmark_inputs, peak_memory
 from fadm_lightning.benchmarks.speed import (
@@ -48,6 +51,7 @@ from fadm_lightning.benchmarks.speed import (
     sampler_calls,
     unet_parameters,
 )
+from fadm_lightning.config import hydra_main
 from fadm_lightning.sampler import OFFICIAL_SAMPLER
 
 PRECISIONS = ("fp32", "bf16", "bf16+compile")
@@ -289,7 +293,7 @@ def frames_for(batch: int, wanted: int, available: int) -> int:
     return max(frames // batch, 1) * batch
 
 
-def benchmark(args: argparse.Namespace, log: Callable[[str], None] = print) -> dict[str, Any]:
+def benchmark(args: SimpleNamespace, log: Callable[[str], None] = print) -> dict[str, Any]:
     from fadm_lightning.media.video import probe_video
 
     device = torch.device(args.device)
@@ -348,7 +352,7 @@ def benchmark(args: argparse.Namespace, log: Callable[[str], None] = print) -> d
             if wants_compile and batch not in compiled_shapes and rows.left() < args.compile_s:
                 reason = (
                     f"skipped: {rows.left():.0f} s of the budget left, less than the "
-                    f"{args.compile_s:.0f} s kept for a compilation (--compile-s)"
+                    f"{args.compile_s:.0f} s kept for a compilation (compile_s)"
                 )
                 log(f"{precision} batch {batch}: {reason}")
                 for sampler_name in ("student", "official"):
@@ -459,37 +463,12 @@ def report_markdown(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--out", type=Path, default=Path("logs/bench_gpu"))
-    parser.add_argument("--device", default="cuda", help="cuda (default) or cpu")
-    parser.add_argument("--tiny", action="store_true", help="64×64 small-UNet configuration")
-    parser.add_argument("--budget-s", type=float, default=None, help="whole run (285; tiny 120)")
-    parser.add_argument("--row-limit-s", type=float, default=None, help="one row (45; tiny 30)")
-    parser.add_argument(
-        "--max-batch", type=int, default=None, help="cap of the probe (128; tiny 2)"
-    )
-    parser.add_argument("--frames", type=int, default=None, help="student rows at batch 1 (16)")
-    parser.add_argument(
-        "--official-frames", type=int, default=None, help="official rows at batch 1 (4; tiny 1)"
-    )
-    parser.add_argument(
-        "--precisions", nargs="+", choices=PRECISIONS, default=None, help="(all; tiny fp32 bf16)"
-    )
-    parser.add_argument(
-        "--compile-mode", default="reduce-overhead", help="torch.compile mode (reduce-overhead)"
-    )
-    parser.add_argument(
-        "--compile-s",
-        type=float,
-        default=None,
-        help="budget kept for one compilation: compiled rows start only with this much left (60)",
-    )
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (CPU runs)")
-    args = parser.parse_args(argv)
-    tiny = args.tiny
+def options_from_config(cfg: DictConfig) -> SimpleNamespace:
+    """The options of ``conf/benchmark/gpu.yaml`` with their ``null`` defaults filled in."""
+    args = SimpleNamespace(**OmegaConf.to_container(cfg, resolve=True))
+    args.out = Path(str(args.out))
+    args.device = str(args.device)
+    tiny = bool(args.tiny)
     defaults = {
         "budget_s": 120.0 if tiny else 285.0,
         "row_limit_s": 30.0 if tiny else 45.0,
@@ -502,20 +481,26 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     for key, value in defaults.items():
         if getattr(args, key) is None:
             setattr(args, key, value)
+    if isinstance(args.precisions, str):
+        args.precisions = [args.precisions]
+    unknown = sorted(set(args.precisions) - set(PRECISIONS))
+    if unknown:
+        raise SystemExit(f"benchmarks.gpu: precisions: unknown {unknown}; choose from {PRECISIONS}")
     return args
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
+@hydra_main("benchmark/gpu", threads=None)  # benchmark() sets the threads of a CPU run
+def main(cfg: DictConfig) -> int:
+    args = options_from_config(cfg)
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         print(
             "error: no CUDA device here. benchmarks.gpu times a GPU; run it on a machine with "
-            "one, or give --device cpu (with --tiny for a quick check of the mechanics).",
+            "one, or give device=cpu (with tiny=true for a quick check of the mechanics).",
             file=sys.stderr,
         )
         return 2
     if args.device not in ("cpu",) and not args.device.startswith("cuda"):
-        print(f"error: --device {args.device}: use cuda or cpu", file=sys.stderr)
+        print(f"error: device={args.device}: use cuda or cpu", file=sys.stderr)
         return 2
     began = time.perf_counter()
     try:
@@ -546,4 +531,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    main()

@@ -1,8 +1,10 @@
 """Speed and fidelity of the inference commands for several sampler settings.
 
-    python -m fadm_lightning.benchmarks.inference [--steps 5 10 25 50 100] [--frames 4]
-        [--batch-size 4] [--device auto] [--threads N] [--precisions fp32 bf16] [--compile]
-        [--ckpt CKPT --fidelity 25:0:1 10:0:1 25:0:0.5 …] [--markdown FILE]
+    python -m fadm_lightning.benchmarks.inference [steps=[5,10,25,50,100]] [frames=4]
+        [batch_size=4] [device=auto] [threads=N] [precisions=[fp32,bf16]] [compile=true]
+        [ckpt=CKPT samplers=[25:0:1,10:0:1,25:0:0.5,…]] [speed=false] [markdown=FILE]
+
+A Hydra command: the options are ``key=value`` overrides of ``conf/benchmark/inference.yaml``.
 
 **Speed** — frames per second (wall clock), CPU seconds per frame of this process (a fairer
 figure on a shared machine; on a GPU it is the host's share), the 1-minute load average at the
@@ -16,17 +18,16 @@ the process's peak resident set during the call on the CPU (``/proc/self/clear_r
 peak of ``torch.cuda.max_memory_allocated`` on a GPU. Frames are the real clip of
 ``../shared/fixtures/voxceleb_sample`` when present, else rendered synthetic faces.
 
-**Fidelity** (``--ckpt``, a trained checkpoint) — how far each faster setting
+**Fidelity** (``ckpt=CKPT``, a trained checkpoint) — how far each faster setting
 (``steps:eta:strength``) lands from the full official sampler (100 steps, η = 1) of the same
 model on the same frames with the same seed: L1 (on [0, 1]) and PSNR (uint8, dB) against that
-100-step output. Frames: rectify-style on ``--video`` for a checkpoint with a real attribute
+100-step output. Frames: rectify-style on ``video=`` for a checkpoint with a real attribute
 extractor, or the first test clip of the checkpoint's own data (source = its first frame) for
 one trained on the synthetic data.
 """
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import os
 import time
@@ -34,9 +35,14 @@ import warnings
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import torch
+from omegaconf import DictConfig
+
+from fadm_lightning.config import hydra_main
+from fadm_lightning.sampler import SamplerConfig
 
 REPO = Path(__file__).resolve().parents[3]
 FIXTURES = REPO.parent / "shared" / "fixtures" / "voxceleb_sample"
@@ -243,14 +249,6 @@ def speed_markdown(rows: list[dict], header: bool = True) -> str:
 
 
 # ------------------------------------------------------------------------------------ fidelity
-def parse_setting(text: str) -> tuple[int, float, float]:
-    try:
-        steps, eta, strength = text.split(":")
-        return int(steps), float(eta), float(strength)
-    except ValueError as err:
-        raise argparse.ArgumentTypeError(f"setting {text!r} is not steps:eta:strength") from err
-
-
 def _frames_for_fidelity(ckpt: str, video: Path | None, frames: int, device: torch.device):
     """(pipe, coarse B×3×S×S, attr_diff B×D, description, validation sampler) for a checkpoint."""
     from fadm_lightning.checkpoints import validation_sampler
@@ -262,15 +260,15 @@ def _frames_for_fidelity(ckpt: str, video: Path | None, frames: int, device: tor
         from hydra.utils import instantiate
 
         from fadm_lightning.checkpoints import load_pipeline
-        from fadm_lightning.synthetic.annotations import collated_clip_frames
+        from fadm_lightning.data.batch import clip_frames
 
         pipe, cfg = load_pipeline(ckpt, device=device)
         datamodule = instantiate(cfg.data, num_workers=0, persistent_workers=False)
         datamodule.prepare_data()
         datamodule.setup("test")
         batch = next(iter(datamodule.test_dataloader()))
-        clip, annotation = batch["video"][0][: frames + 1].to(device), batch.get("annotation")
-        annotation = collated_clip_frames(annotation, slice(0, frames + 1))
+        clip, annotation = clip_frames(batch, slice(0, frames + 1))
+        clip = clip.to(device)
         annotation = {k: v.to(device) for k, v in annotation.items()}
         first = {k: v[:1] for k, v in annotation.items()}
         rest = {k: v[1:] for k, v in annotation.items()}
@@ -290,12 +288,12 @@ def _frames_for_fidelity(ckpt: str, video: Path | None, frames: int, device: tor
     pipe = refiner.pipe
     attr = pipe.attributes(coarse)
     description = f"{frames} frames of {video} (rectify: source = frame 0)"
-    return pipe, coarse, attr[:1] - attr, description, refiner.sampler_defaults
+    return pipe, coarse, attr[:1] - attr, description, refiner.sampler
 
 
 def fidelity(
     ckpt: str,
-    settings: list[tuple[int, float, float]],
+    settings: list[SamplerConfig],
     frames: int = 8,
     video: Path | None = None,
     seed: int = 0,
@@ -305,44 +303,46 @@ def fidelity(
     """Rows of L1 / PSNR of each setting (and of the coarse input and the model's validation
     sampler) against the 100-step η = 1 output of the same model on the same frames and seed.
 
-    ``clip_sample`` (None: the model's validation setting) applies to every run, the reference
-    included. Returns ``(rows, description)``.
+    Each setting's steps, η and strength are compared (its ``clip_sample`` and ``start_noise``
+    are not: ``clip_sample``, None for the model's validation setting, applies to every run,
+    the reference included, and every run starts from noise). Returns ``(rows, description)``.
     """
     from fadm_lightning.inference.model import resolve_device
-    from fadm_lightning.metrics.image import frame_metrics
+    from fadm_lightning.metrics.suite import MetricSuite
 
     device = resolve_device(device)
     pipe, coarse, attr_diff, description, validated = _frames_for_fidelity(
         ckpt, video, frames, device
     )
-    clip = validated["clip_sample"] if clip_sample is None else clip_sample
+    clip = validated.clip_sample if clip_sample is None else clip_sample
     description += f"; x̂_0 {'clipped' if clip else 'not clipped'} in every run"
 
     def run(steps: int, eta: float, strength: float) -> tuple[torch.Tensor, float]:
         # speed from CPU time (process_time; robust to other load) or, on a GPU, wall time
         clock = time.perf_counter if device.type == "cuda" else time.process_time
         began = clock()
-        out = pipe.sample(
-            coarse, attr_diff, steps, eta=eta, strength=strength, seed=seed, clip_sample=clip
-        )
+        sampler = SamplerConfig(steps, eta, strength, clip_sample=clip, start_noise=True, seed=seed)
+        out = pipe.sample(coarse, attr_diff, sampler)
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         return out, (clock() - began) / coarse.shape[0]
 
     reference, reference_seconds = run(100, 1.0, 1.0)
-    own = (validated["steps"], validated["eta"], validated["strength"])
+    own = (validated.steps, validated.eta, validated.strength)
+    given = [(s.steps, s.eta, s.strength) for s in settings]
     candidates = [("coarse input", None)]
-    candidates += [(f"{s}:{e:g}:{st:g}", (s, e, st)) for s, e, st in settings if (s, e, st) != own]
+    candidates += [(f"{s}:{e:g}:{st:g}", (s, e, st)) for s, e, st in given if (s, e, st) != own]
     candidates += [(f"{own[0]}:{own[1]:g}:{own[2]:g} (its validation sampler)", own)]
     rows = []
+    suite = MetricSuite(["l1", "psnr"])  # the metrics registry's (conf/metrics)
     for name, setting in candidates:
         output, seconds = (coarse, None) if setting is None else run(*setting)
-        metrics = frame_metrics(output.float().cpu(), reference.float().cpu())
+        output, target = output.float().cpu(), reference.float().cpu()
         rows.append(
             {
                 "setting": name,
-                "l1": metrics["l1"].mean().item(),
-                "psnr": metrics["psnr"].mean().item(),
+                "l1": suite["l1"].frames(output, target).mean().item(),
+                "psnr": suite["psnr"].frames(output, target).mean().item(),
                 "speedup": None if seconds is None else reference_seconds / seconds,
             }
         )
@@ -361,50 +361,31 @@ def fidelity_markdown(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+@hydra_main("benchmark/inference", threads="threads")
+def main(cfg: DictConfig) -> str:
+    for key, allowed in (("precisions", ("fp32", "bf16")), ("commands", ("animate", "rectify"))):
+        unknown = sorted(set(map(str, cfg[key])) - set(allowed))
+        if unknown:
+            raise SystemExit(
+                f"benchmarks.inference: {key}: unknown {unknown}; choose from {allowed}"
+            )
+    samplers = [SamplerConfig.parse(str(text)) for text in cfg.samplers]
+    args = SimpleNamespace(
+        steps=[int(s) for s in cfg.steps],
+        frames=int(cfg.frames),
+        batch_size=int(cfg.batch_size),
+        device=str(cfg.device),
+        precisions=[str(p) for p in cfg.precisions],
+        compile=bool(cfg.compile),
+        commands=tuple(str(c) for c in cfg.commands),
+        no_speed=not cfg.speed,
+        ckpt=cfg.ckpt and str(cfg.ckpt),
+        fidelity=samplers,
+        fidelity_frames=int(cfg.fidelity_frames),
+        clip_sample=cfg.clip_sample,  # None: as the checkpoint validates
+        video=cfg.video and Path(str(cfg.video)),
+        markdown=cfg.markdown and Path(str(cfg.markdown)),
     )
-    parser.add_argument("--steps", type=int, nargs="+", default=[5, 10, 25, 50, 100])
-    parser.add_argument("--frames", type=int, default=4, help="frames per timed call")
-    parser.add_argument("--batch-size", type=int, default=4)
-    parser.add_argument("--device", default="auto")
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
-    parser.add_argument("--precisions", nargs="+", default=["fp32"], choices=["fp32", "bf16"])
-    parser.add_argument("--compile", action="store_true", help="torch.compile the denoiser (CUDA)")
-    parser.add_argument(
-        "--commands", nargs="+", default=["animate", "rectify"], choices=["animate", "rectify"]
-    )
-    parser.add_argument("--no-speed", action="store_true", help="only the fidelity table")
-    parser.add_argument("--ckpt", default=None, help="a trained checkpoint for the fidelity table")
-    parser.add_argument(
-        "--fidelity",
-        nargs="+",
-        type=parse_setting,
-        default=[
-            (50, 1.0, 1.0),
-            (25, 1.0, 1.0),
-            (25, 0.0, 1.0),
-            (10, 0.0, 1.0),
-            (5, 0.0, 1.0),
-            (25, 0.0, 0.5),
-            (10, 0.0, 0.3),
-        ],
-    )
-    parser.add_argument("--fidelity-frames", type=int, default=8)
-    parser.add_argument(
-        "--clip-sample",
-        choices=["model", "true", "false"],
-        default="model",
-        help="clamp x̂_0 in the fidelity runs (model: as the checkpoint validates)",
-    )
-    parser.add_argument(
-        "--video", type=Path, default=None, help="clip for the fidelity of a real-data checkpoint"
-    )
-    parser.add_argument("--markdown", type=Path, default=None, help="also write the tables here")
-    args = parser.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
     out = []
     if not args.no_speed:
         print(RANDOM_WEIGHTS_NOTE)
@@ -415,28 +396,29 @@ def main(argv: list[str] | None = None) -> None:
             args.device,
             tuple(args.precisions),
             args.compile,
+            commands=args.commands,
         )
         out += ["## Speed (256×256, random weights: timing only)", "", speed_markdown(rows), ""]
     if args.ckpt:
-        clip = {"model": None, "true": True, "false": False}[args.clip_sample]
         rows, description = fidelity(
             args.ckpt,
             args.fidelity,
             args.fidelity_frames,
             args.video,
             device=args.device,
-            clip_sample=clip,
+            clip_sample=args.clip_sample,
         )
         out += [f"## Fidelity of {args.ckpt}: {description}", "", fidelity_markdown(rows), ""]
     else:
         out += [
-            "Fidelity: give a trained checkpoint with --ckpt (random weights make it meaningless)."
+            "Fidelity: give a trained checkpoint with ckpt=CKPT (random weights make it meaningless)."
         ]
     text = "\n".join(out)
     print(text)
     if args.markdown:
         args.markdown.parent.mkdir(parents=True, exist_ok=True)
         args.markdown.write_text(text + "\n")
+    return text
 
 
 if __name__ == "__main__":

@@ -1,5 +1,5 @@
 """The denoiser forward alone (AGCN condition + UNet) in eager PyTorch and in ONNX Runtime: the
-``--onnx`` table of ``python -m fadm_lightning.benchmarks.speed``. ONNX Runtime and onnx are not
+``onnx=true`` table of ``python -m fadm_lightning.benchmarks.speed``. ONNX Runtime and onnx are not
 dependencies: without them the rows are skipped with the reason."""
 
 from __future__ import annotations

@@ -1,9 +1,10 @@
 """Coarse vs refined quality (and speed) of a trained checkpoint for several sampler settings.
 
-    python -m fadm_lightning.benchmarks.sampling CKPT [--settings 20:0:1 100:1:1 20:0:0.3] \
-        [--split val|test] [--max-clips N] [--override data.KEY=VALUE ...]
+    python -m fadm_lightning.benchmarks.sampling ckpt=CKPT [samplers=[20:0:1,100:1:1,20:0:0.3]] \
+        [split=val|test] [max_clips=N] [overrides=['data.KEY=VALUE',…]] [threads=N] [csv=FILE]
 
-Each setting is ``steps:eta:strength[:clip][:nonoise]`` (strength 1 = from pure noise; s < 1 =
+A Hydra command: the options are ``key=value`` overrides of ``conf/benchmark/sampling.yaml``.
+Each sampler is a preset's name (``official``, …) or ``steps:eta:strength[:clip][:nonoise]`` (strength 1 = from pure noise; s < 1 =
 from the coarse frame noised to that fraction of the schedule; ``clip`` clamps each step's x̂_0
 to the frame range; ``nonoise`` starts from the coarse frame without noise, the sampler of a
 distilled student, e.g. ``1:0:1:clip:nonoise``). Same-identity reconstruction on whole clips of
@@ -11,62 +12,45 @@ the checkpoint's own data config (source = first frame, driving = every frame); 
 Markdown table of L1 / PSNR / SSIM (beside the refined rows: the coarse frames, the source frame
 copied, and the coarse generator's warped source where it has one, FOMM's ``deformed``), the temporal figures of each clip (tdiff, flicker:
 :mod:`fadm_lightning.metrics.temporal`), denoiser calls per frame, and wall and CPU seconds per
-frame of the refinement, and writes it as CSV with ``--csv``.
+frame of the refinement, and writes it as CSV with ``csv=FILE``.
 
-``--split val`` (the default) reads the data module's validation split (``data.val_split``:
+``split=val`` (the default) reads the data module's validation split (``data.val_split``:
 ``val/`` of the synthetic world), so sampler settings are chosen without looking at the test
-identities; ``--split test`` reports the chosen settings on ``test/``. A data config that
+identities; ``split=test`` reports the chosen settings on ``test/``. A data config that
 validates on "test" (FOMM's VoxCeleb layout has no ``val/``) gets a warning: there the two are
 the same clips. Checkpoints trained before the synthetic world had a ``val/`` need
-``--override data.generator.num_val_ids=4 data.generator.val_clips_per_id=2`` (a new dataset
-folder with the same train and test clips plus ``val/``) or ``--split test``.
+``"overrides=['data.generator.num_val_ids=4','data.generator.val_clips_per_id=2']"`` (a new
+dataset folder with the same train and test clips plus ``val/``) or ``split=test``.
 """
 
 from __future__ import annotations
 
-import argparse
 import csv
 import time
 import warnings
 from collections import defaultdict
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
 from hydra.utils import instantiate
+from omegaconf import DictConfig
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from fadm_lightning.checkpoints import load_pipeline
+from fadm_lightning.config import hydra_main
+from fadm_lightning.data.batch import clip_frames
 from fadm_lightning.data.voxceleb import VoxCelebClipDataset
-from fadm_lightning.metrics.image import frame_metrics
-from fadm_lightning.metrics.temporal import temporal_metrics
+from fadm_lightning.metrics.suite import MetricSuite
 from fadm_lightning.pipeline import resize_to
-from fadm_lightning.sampler import denoiser_calls
-from fadm_lightning.synthetic.annotations import collated_clip_frames
+from fadm_lightning.sampler import SamplerConfig
 
-FLAGS = ("clip", "nonoise")
+#: the table's metrics (keys of the metrics registry, conf/metrics): per frame, per clip
+FRAME_METRICS = ("l1", "psnr", "ssim")
+CLIP_METRICS = ("tdiff", "flicker")
 #: the rows that are not a sampler setting, in table order
 REFERENCE_ROWS = ("coarse", "copy source", "warped source")
-
-
-def parse_setting(text: str) -> tuple[int, float, float, bool, bool]:
-    """``steps:eta:strength[:clip][:nonoise]`` → (steps, η, strength, clip x̂_0, start noise)."""
-    try:
-        parts = text.split(":")
-        flags = set(parts[3:])
-        if not flags <= set(FLAGS):
-            raise ValueError(f"unknown flags {sorted(flags - set(FLAGS))}")
-        return (
-            int(parts[0]),
-            float(parts[1]),
-            float(parts[2]),
-            "clip" in flags,
-            "nonoise" not in flags,
-        )
-    except (ValueError, IndexError) as err:
-        raise argparse.ArgumentTypeError(
-            f"setting {text!r} is not steps:eta:strength[:clip][:nonoise] ({err})"
-        ) from err
 
 
 SPLIT_CHOICES = ("val", "test")
@@ -104,18 +88,22 @@ def clip_loader(datamodule, split: str = "val") -> tuple[DataLoader, str]:
 
 def evaluate(
     checkpoint: str,
-    settings: list[tuple[int, float, float]],
+    settings: Sequence[SamplerConfig],
     max_clips: int | None = None,
     chunk: int = 16,
     seed: int = 0,
     overrides: tuple[str, ...] = (),
     split: str = "val",
 ) -> list[dict]:
-    """Rows of the table for ``settings`` on the clips of ``split`` ("val" or "test")."""
+    """Rows of the table for ``settings`` on the clips of ``split`` ("val" or "test"): each a
+    sampler (:meth:`SamplerConfig.parse` of ``steps:eta:strength[:clip][:nonoise]`` or a
+    preset; knobs left at None take the model's own), every one with the noise of ``seed``."""
     pipe, cfg = load_pipeline(checkpoint, overrides=overrides)
     datamodule = instantiate(cfg.data, num_workers=0, persistent_workers=False)
     datamodule.prepare_data()
     loader, folder = clip_loader(datamodule, split)
+    # the metrics of the registry (conf/metrics): per frame, then per clip
+    suite = MetricSuite([*FRAME_METRICS, *CLIP_METRICS])
     print(f"split: {split} ({len(loader)} clips of {Path(datamodule.root) / folder})")
     sums: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
     clip_sums: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
@@ -127,8 +115,8 @@ def evaluate(
     for index, batch in enumerate(tqdm(loader, total=total, desc="clips")):
         if max_clips is not None and index >= max_clips:
             break
-        video, annotation = batch["video"][0], batch.get("annotation")
-        source, source_ann = video[:1], collated_clip_frames(annotation, slice(0, 1))
+        video = batch["video"][0]
+        source, source_ann = clip_frames(batch, slice(0, 1))
         outputs: dict[str, list[torch.Tensor]] = defaultdict(list)
         for start in range(0, video.shape[0], chunk):
             frames = slice(start, start + chunk)
@@ -138,7 +126,7 @@ def evaluate(
                 source,
                 driving,
                 source_ann,
-                collated_clip_frames(annotation, frames),
+                clip_frames(batch, frames)[1],
                 with_guide=True,
                 coarse_output=coarse_output,
             )
@@ -146,38 +134,30 @@ def evaluate(
             if "deformed" in coarse_output:  # FOMM's source warped by its motion: no decoder
                 deformed = coarse_output["deformed"].clamp(0, 1)
                 results["warped source"] = resize_to(deformed, driving.shape[-2:])
-            for steps, eta, strength, *flags in settings:
-                clip = bool(flags and flags[0])
-                start_noise = bool(flags[1]) if len(flags) > 1 else True
-                name = setting_name(steps, eta, strength, clip, start_noise)
-                calls[name] = denoiser_calls(steps, strength)
+            for setting in settings:
+                sampler = pipe.resolve_sampler(setting).with_(seed=seed)
+                name = setting_name(sampler)
+                calls[name] = sampler.calls
                 began, cpu_began = time.perf_counter(), time.process_time()
-                results[name] = pipe.sample(
-                    coarse,
-                    attr_diff,
-                    num_inference_steps=steps,
-                    eta=eta,
-                    strength=strength,
-                    clip_sample=clip,
-                    start_noise=start_noise,
-                    seed=seed,
-                    guide=guide,
-                )
+                results[name] = pipe.sample(coarse, attr_diff, sampler, guide=guide)
                 seconds[name] += time.perf_counter() - began
                 cpu_seconds[name] += time.process_time() - cpu_began
             for name, output in results.items():
                 outputs[name].append(output)
-                for metric, values in frame_metrics(output, driving).items():
-                    sums[name][metric] += values.sum().item()
+                for metric in FRAME_METRICS:
+                    sums[name][metric] += suite[metric].frames(output, driving).sum().item()
             count += driving.shape[0]
         for name, parts in outputs.items():  # per clip: how the video moves
-            for metric, value in temporal_metrics(torch.cat(parts), video).items():
-                clip_sums[name][metric] += float(value)
+            whole = torch.cat(parts)
+            for metric in CLIP_METRICS:
+                value = suite[metric].clip(whole, video)  # None: the clip is too short
+                if value is not None:
+                    clip_sums[name][metric] += float(value)
         clips += 1
     rows = []
     for name, totals in sums.items():
-        row = {"frames": name, **{m: totals[m] / count for m in ("l1", "psnr", "ssim")}}
-        for metric in ("tdiff", "flicker"):
+        row = {"frames": name, **{m: totals[m] / count for m in FRAME_METRICS}}
+        for metric in CLIP_METRICS:
             row[metric] = clip_sums[name][metric] / clips if metric in clip_sums[name] else None
         row["calls"] = calls.get(name)
         row["s_per_frame"] = seconds[name] / count if name in seconds else None
@@ -186,10 +166,12 @@ def evaluate(
     return rows
 
 
-def setting_name(steps: int, eta: float, strength: float, clip: bool, start_noise: bool) -> str:
+def setting_name(sampler: SamplerConfig) -> str:
+    """The row name of a (complete) sampler in the tables."""
     return (
-        f"refined ({steps} steps, η={eta:g}, strength={strength:g}"
-        f"{', clip x̂0' if clip else ''}{', no noise' if not start_noise else ''})"
+        f"refined ({sampler.steps} steps, η={sampler.eta:g}, strength={sampler.strength:g}"
+        f"{', clip x̂0' if sampler.clip_sample else ''}"
+        f"{', no noise' if not sampler.start_noise else ''})"
     )
 
 
@@ -212,54 +194,33 @@ def markdown(rows: list[dict], num_frames: int | None = None) -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("checkpoint")
-    parser.add_argument(
-        "--settings",
-        nargs="+",
-        type=parse_setting,
-        default=[(20, 0.0, 1.0), (100, 1.0, 1.0), (20, 0.0, 0.3)],
-    )
-    parser.add_argument(
-        "--split",
-        choices=SPLIT_CHOICES,
-        default="val",
-        help="val (default): the data config's validation split, for choosing settings; "
-        "test: the held-out test split, to report the chosen settings",
-    )
-    parser.add_argument("--max-clips", type=int, default=None)
-    parser.add_argument(
-        "--override",
-        nargs="+",
-        default=[],
-        metavar="KEY=VALUE",
-        help="dot-list overrides of the checkpoint's stored configs, e.g. "
-        "data.generator.num_val_ids=4 data.generator.val_clips_per_id=2",
-    )
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--csv", type=Path, default=None)
-    parser.add_argument("--threads", type=int, default=None)
-    args = parser.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
+@hydra_main("benchmark/sampling", threads="threads")
+def main(cfg: DictConfig) -> list[dict]:
+    if not cfg.ckpt:
+        raise SystemExit("benchmarks.sampling: give the checkpoint, ckpt=CKPT")
+    if cfg.split not in SPLIT_CHOICES:
+        raise SystemExit(
+            f"benchmarks.sampling: split={cfg.split}: val (the data config's validation split, "
+            "for choosing settings) or test (the held-out test split, to report them)"
+        )
+    samplers = [SamplerConfig.parse(str(text)) for text in cfg.samplers]
     rows = evaluate(
-        args.checkpoint,
-        args.settings,
-        args.max_clips,
-        seed=args.seed,
-        overrides=tuple(args.override),
-        split=args.split,
+        str(cfg.ckpt),
+        samplers,
+        cfg.max_clips,
+        seed=int(cfg.seed),
+        overrides=tuple(str(o) for o in cfg.overrides),
+        split=str(cfg.split),
     )
     print(markdown(rows))
-    if args.csv:
-        args.csv.parent.mkdir(parents=True, exist_ok=True)
-        with args.csv.open("w", newline="") as f:
+    if cfg.csv:
+        path = Path(str(cfg.csv))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("w", newline="") as f:
             writer = csv.DictWriter(f, fieldnames=list(rows[0]))
             writer.writeheader()
             writer.writerows(rows)
+    return rows
 
 
 if __name__ == "__main__":

@@ -1,9 +1,11 @@
 """End-to-end speed: the official sampler against this project's fastest preset.
 
-    python -m fadm_lightning.benchmarks.speed [--frames 8] [--batch-sizes 1 8] [--device auto]
-        [--threads N] [--official-timing full|extrapolated] [--official-frames N]
-        [--rows ROW …] [--fastest OPTIONS] [--onnx | --onnx-only] [--markdown FILE]
-        [--json FILE] [--tiny]
+    python -m fadm_lightning.benchmarks.speed [frames=8] [batch_sizes=[1,8]] [device=auto]
+        [threads=N] [official_timing=full|extrapolated] [official_frames=N]
+        [rows=[ROW,…]] [fastest=[OPTION,…]] [onnx=true | onnx_only=true] [markdown=FILE]
+        [json=FILE] [tiny=true]
+
+A Hydra command: the options are ``key=value`` overrides of ``conf/benchmark/speed.yaml``.
 
 Every row times the ``animate`` command path (:func:`~fadm_lightning.inference.animate.animate_video`)
 END TO END on the same machine in the same run: decode the driving video, face crop, coarse
@@ -19,7 +21,7 @@ Rows:
 
 * **official**: 100 DDIM steps, η = 1, strength 1, from pure noise, x̂_0 not clipped
   (:data:`~fadm_lightning.sampler.OFFICIAL_SAMPLER`): 100 denoiser calls per frame.
-  ``--official-timing extrapolated`` (the default on the CPU, where the full sampler takes about
+  ``official_timing=extrapolated`` (the default on the CPU, where the full sampler takes about
   8 minutes per frame on one core) runs it end to end with 2 and 6 steps (the same η = 1 work per
   step) and reports t = a + b·100 from the fit t = a + b·steps; those rows are labelled
   "extrapolated from 2- and 6-step runs". ``full`` (the default on CUDA) runs the 100 steps.
@@ -40,20 +42,18 @@ After the rows, **where a frame's time goes**: the fastest preset at the first b
 paste-back, timed per stage (setup, decode, crop, coarse, attributes, denoiser, paste-back, encode;
 :mod:`~fadm_lightning.inference.stages`).
 
-``--onnx`` adds a table of the denoiser forward alone (AGCN condition + UNet) in eager PyTorch
+``onnx=true`` adds a table of the denoiser forward alone (AGCN condition + UNet) in eager PyTorch
 and in ONNX Runtime (skipped with the reason when onnxruntime or onnx is not installed; ONNX
 Runtime is not a dependency: it was not ≥ 1.5× faster than eager PyTorch on the CPU it was
-measured on, docs/inference.md); ``--onnx-only`` runs that table alone.
-``--tiny`` is a configuration for the tests (64×64, ``model/unet=small``, a tiny random FOMM,
+measured on, docs/inference.md); ``onnx_only=true`` runs that table alone.
+``tiny=true`` is a configuration for the tests (64×64, ``model/unet=small``, a tiny random FOMM,
 2 frames, no compilation): it checks the mechanics in seconds, its figures mean nothing.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
-import sys
 import tempfile
 import time
 import warnings
@@ -63,13 +63,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from omegaconf import DictConfig
 
 from fadm_lightning.benchmarks import cpu_name
 from fadm_lightning.benchmarks.engineering import (
     EAGER,
     FASTEST_ENGINEERING,
     Engineering,
-    describe_fastest,
     engineering_applied,
     engineering_rows,
     fastest_engineering,
@@ -90,16 +90,12 @@ from fadm_lightning.benchmarks.speed_report import (
     report_markdown,
     speedups,
 )
-from fadm_lightning.sampler import OFFICIAL_SAMPLER, denoiser_calls
+from fadm_lightning.config import hydra_main
+from fadm_lightning.sampler import OFFICIAL_SAMPLER, PRESETS, denoiser_calls
 
-#: the distilled student's sampler: one denoiser call per frame, no noise at all
-STUDENT_SAMPLER = {
-    "steps": 1,
-    "eta": 0.0,
-    "strength": 1.0,
-    "clip_sample": True,
-    "start_noise": False,
-}
+#: the distilled student's sampler (the ``one_call`` preset): one denoiser call per frame, no
+#: noise at all
+STUDENT_SAMPLER = PRESETS["one_call"].as_dict()
 #: the student's network choices, applied to every row so that both samplers run one network
 SAME_NETWORK = [
     "model.target=residual",
@@ -390,7 +386,7 @@ def run(options: Options, log: Callable[[str], None] = print) -> dict[str, Any]:
         fastest = dict(options.fastest)
         if options.tiny and fastest.get("compile"):
             fastest["compile"] = False
-            log("--tiny: the fastest preset runs without torch.compile (compilation takes minutes)")
+            log("tiny: the fastest preset runs without torch.compile (compilation takes minutes)")
         log("building the timing model …")
         refiner = build_refiner(device, options.tiny)
         params = unet_parameters(refiner)
@@ -478,73 +474,56 @@ def run(options: Options, log: Callable[[str], None] = print) -> dict[str, Any]:
         torch.set_num_threads(threads_before)
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+def options_from_config(cfg: DictConfig) -> Options:
+    """The :class:`Options` of ``conf/benchmark/speed.yaml`` (its ``null`` defaults filled in)."""
+    tiny = bool(cfg.tiny)
+    if cfg.official_timing not in (None, "full", "extrapolated"):
+        raise SystemExit(f"official_timing={cfg.official_timing}: full or extrapolated")
+    rows = None if cfg.rows is None else [str(r) for r in _as_list(cfg.rows)]
+    unknown = sorted(set(rows or ()) - set(ROWS))
+    if unknown:
+        raise SystemExit(f"rows: unknown {unknown}; choose from {ROWS}")
+    fastest = cfg.fastest
+    if fastest is not None:  # [bf16,channels_last,threads:2] (or one string)
+        fastest = ",".join(str(x).replace("threads:", "threads=") for x in _as_list(fastest))
+    return Options(
+        frames=cfg.frames or (2 if tiny else 8),
+        official_frames=cfg.official_frames,
+        batch_sizes=[int(b) for b in _as_list(cfg.batch_sizes)] or ([1, 2] if tiny else [1, 8]),
+        device=str(cfg.device),
+        threads=cfg.threads,
+        official_timing=cfg.official_timing,
+        rows=rows,
+        onnx=bool(cfg.onnx or cfg.onnx_only),
+        end_to_end=not cfg.onnx_only,
+        tiny=tiny,
+        fastest=parse_fastest(fastest),
     )
-    parser.add_argument(
-        "--frames", type=int, default=None, help="frames per timed call (8; tiny 2)"
-    )
-    parser.add_argument(
-        "--official-frames", type=int, default=None, help="frames of the official rows (--frames)"
-    )
-    parser.add_argument("--batch-sizes", type=int, nargs="+", default=None, help="(1 8; tiny 1 2)")
-    parser.add_argument("--device", default="auto", help="cpu | cuda | auto")
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
-    parser.add_argument(
-        "--official-timing",
-        choices=["full", "extrapolated"],
-        default=None,
-        help="full on CUDA, extrapolated from 2- and 6-step runs on the CPU (default)",
-    )
-    parser.add_argument("--rows", nargs="+", choices=ROWS, default=None, help="student rows to run")
-    parser.add_argument(
-        "--fastest",
-        default=None,
-        help="engineering of the fastest preset: comma-separated fp32|bf16, channels_last, "
-        f"compile, inference_mode, threads=N (default: {describe_fastest(FASTEST_ENGINEERING)}; "
-        "'fp32' for none)",
-    )
-    parser.add_argument("--onnx", action="store_true", help="also the ONNX Runtime forward table")
-    parser.add_argument(
-        "--onnx-only",
-        action="store_true",
-        help="only the ONNX Runtime forward table (no end-to-end rows; speedup_vs_official=nan)",
-    )
-    parser.add_argument("--tiny", action="store_true", help="the tiny test configuration")
-    parser.add_argument("--markdown", type=Path, default=None, help="write the tables here")
-    parser.add_argument("--json", type=Path, default=None, help="write the results here")
-    return parser.parse_args(argv)
 
 
-def main(argv: list[str] | None = None) -> dict[str, Any]:
-    args = parse_args(argv)
-    options = Options(
-        frames=args.frames or (2 if args.tiny else 8),
-        official_frames=args.official_frames,
-        batch_sizes=args.batch_sizes or ([1, 2] if args.tiny else [1, 8]),
-        device=args.device,
-        threads=args.threads,
-        official_timing=args.official_timing,
-        rows=args.rows,
-        onnx=args.onnx or args.onnx_only,
-        end_to_end=not args.onnx_only,
-        tiny=args.tiny,
-        fastest=parse_fastest(args.fastest),
-    )
-    result = run(options, log=lambda m: print(m, flush=True))
+def _as_list(value: Any) -> list:
+    if value is None:
+        return []
+    return [value] if isinstance(value, str | int | float) else list(value)
+
+
+@hydra_main("benchmark/speed", threads=None)  # run() sets (and restores) the thread count
+def main(cfg: DictConfig) -> dict[str, Any]:
+    result = run(options_from_config(cfg), log=lambda m: print(m, flush=True))
     text = report_markdown(result)
     print(text)
-    if args.markdown:
-        args.markdown.parent.mkdir(parents=True, exist_ok=True)
-        args.markdown.write_text(text + "\n")
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(result, indent=2, default=str) + "\n")
+    if cfg.markdown:
+        path = Path(str(cfg.markdown))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text + "\n")
+    if cfg.json:
+        path = Path(str(cfg.json))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(result, indent=2, default=str) + "\n")
     speedup = result["speedup_vs_official"]
     print(f"speedup_vs_official={float('nan') if speedup is None else speedup:.4g}", flush=True)
     return result
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    main()

@@ -1,7 +1,10 @@
 """Seconds per training step of a train config, for planning a run (docs/scaling.md).
 
-``python -m fadm_lightning.benchmarks.train_step [--steps 3] [--warmup 1] [--device cpu|cuda]
-[--precision fp32|bf16] [--threads N] [OVERRIDE …]``
+``python -m fadm_lightning.benchmarks.train_step [steps=3] [warmup=1] [device=cpu|cuda]
+[precision=fp32|bf16] [threads=N] ["overrides=['OVERRIDE',…]"]``
+
+A Hydra command: the options are ``key=value`` overrides of ``conf/benchmark/train_step.yaml``;
+``overrides`` are the train config's (``"overrides=['model/unet=small','data.batch_size=2']"``).
 
 Composes the config of ``python -m fadm_lightning.train`` with the overrides (default: the
 paper's model, ``model=fadm`` with the 144 M-parameter UNet, 256×256, batch 5 as the official
@@ -17,14 +20,17 @@ the mean and best seconds per step, wall clock and process CPU time, and the pea
 
 from __future__ import annotations
 
-import argparse
 import resource
 import time
 import warnings
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import torch
+from omegaconf import DictConfig
+
+from fadm_lightning.config import hydra_main
 
 PAPER = [
     "model=fadm",
@@ -93,17 +99,17 @@ def time_steps(
     return rows
 
 
-def main(argv: list[str] | None = None) -> dict[str, Any]:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("overrides", nargs="*", help="train config overrides (after the defaults)")
-    parser.add_argument("--steps", type=int, default=3)
-    parser.add_argument("--warmup", type=int, default=1)
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--precision", choices=("fp32", "bf16"), default="fp32")
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
-    args = parser.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
+@hydra_main("benchmark/train_step", threads="threads")
+def main(cfg: DictConfig) -> dict[str, Any]:
+    if cfg.precision not in ("fp32", "bf16"):
+        raise SystemExit(f"benchmarks.train_step: precision={cfg.precision}: fp32 or bf16")
+    args = SimpleNamespace(
+        overrides=[str(o) for o in cfg.overrides],
+        steps=int(cfg.steps),
+        warmup=int(cfg.warmup),
+        device=str(cfg.device),
+        precision=str(cfg.precision),
+    )
     torch.manual_seed(0)
     device = torch.device(args.device)
     model, optimizer, cfg = build(args.overrides, device)

@@ -36,11 +36,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import lightning as L
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from fadm_lightning.data.base import BaseDataModule
+from fadm_lightning.data.batch import PairItem
 from fadm_lightning.data.items import _size, to_float_frames
 from fadm_lightning.data.skipped import SKIPPED_KEY, encode_skipped
 from fadm_lightning.faces.crop import crop_square
@@ -248,7 +249,7 @@ class CelebASourceDataset(Dataset):
         path = self.path(name)
         return to_float_frames(self.crop(read_image(path), path)[None], self.size)[0]
 
-    def __getitem__(self, idx: int) -> dict[str, Any]:
+    def __getitem__(self, idx: int) -> PairItem:
         if not 0 <= idx < len(self.names):
             raise IndexError(f"image {idx} out of range [0, {len(self.names)})")
         skipped: list[tuple[str, str]] = []
@@ -261,7 +262,7 @@ class CelebASourceDataset(Dataset):
                     raise
                 skipped.append((name, str(err)))
                 continue
-            item: dict[str, Any] = {"source": source, "name": name}
+            item: PairItem = {"source": source, "name": name}
             if self.on_error == "skip":
                 item[SKIPPED_KEY] = encode_skipped(skipped)
             return item
@@ -269,7 +270,7 @@ class CelebASourceDataset(Dataset):
         raise VideoReadError(f"{len(skipped)} CelebA images in a row could not be read: {listing}")
 
 
-class CelebASourcesDataModule(L.LightningDataModule):
+class CelebASourcesDataModule(BaseDataModule):
     """Batches of cropped CelebA portraits ``{"source": B×3×H×W, "name": list[str]}``.
 
     Train batches (split "train", shuffled) skip unreadable images and carry ``"skipped"``;
@@ -277,13 +278,13 @@ class CelebASourcesDataModule(L.LightningDataModule):
 
     Args:
         root (`str` or `os.PathLike`): CelebA root (module docstring).
-        image_size (`int`, defaults to 256): output size H = W.
         crop_box (`(l, t, r, b)`, defaults to ``DEFAULT_CROP_BOX``): crop of the aligned image.
-        batch_size (`int`, defaults to 16).
+        batch_size (`int`, defaults to 16): every split's batch size.
         max_images (`int`, *optional*): first n images of each split.
-        num_workers (`int`, defaults to 4), pin_memory (`bool`, defaults to True; only with an
-            accelerator), persistent_workers (`bool`, defaults to True; False with 0 workers).
         cache_dir (`str`, *optional*): where the index is cached.
+        **kwargs: the loader settings of :class:`~fadm_lightning.data.base.BaseDataModule`
+            (``image_size`` H = W, default 256; ``num_workers``, ``pin_memory``,
+            ``persistent_workers``).
     """
 
     required_paths = {"root": LAYOUT_HELP.removeprefix("expected ")}
@@ -291,25 +292,16 @@ class CelebASourcesDataModule(L.LightningDataModule):
     def __init__(
         self,
         root: str | os.PathLike,
-        image_size: int = 256,
         crop_box: Sequence[float] = DEFAULT_CROP_BOX,
         batch_size: int = 16,
         max_images: int | None = None,
-        num_workers: int = 4,
-        pin_memory: bool = True,
-        persistent_workers: bool = True,
         cache_dir: str | os.PathLike | None = None,
+        **kwargs: Any,
     ) -> None:
-        super().__init__()
-        self.save_hyperparameters(logger=False)
+        super().__init__(batch_size=batch_size, **kwargs)  # saves the hyper-parameters
         self.root = root
-        self.image_size = image_size
         self.crop_box = tuple(crop_box)
-        self.batch_size = batch_size
         self.max_images = max_images
-        self.num_workers = num_workers
-        self.pin_memory = pin_memory
-        self.persistent_workers = persistent_workers and num_workers > 0
         self.cache_dir = cache_dir
         self._index: CelebAIndex | None = None
         self.datasets: dict[str, CelebASourceDataset] = {}
@@ -344,16 +336,8 @@ class CelebASourcesDataModule(L.LightningDataModule):
             self.dataset("test")
 
     def _loader(self, split: str, train: bool) -> DataLoader:
-        accelerator = getattr(torch, "accelerator", None)
-        has_accelerator = accelerator.is_available() if accelerator else torch.cuda.is_available()
-        return DataLoader(
-            self.dataset(split),
-            batch_size=self.batch_size,
-            shuffle=train,
-            drop_last=train,
-            num_workers=self.num_workers,
-            pin_memory=self.pin_memory and has_accelerator,
-            persistent_workers=self.persistent_workers,
+        return self.make_loader(
+            self.dataset(split), self.batch_size, shuffle=train, drop_last=train
         )
 
     def train_dataloader(self) -> DataLoader:

@@ -9,11 +9,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import lightning as L
 import torch
 from torch.utils.data import DataLoader, Dataset, RandomSampler
 
-from fadm_lightning.data.transforms import FrameAugmentation
+from fadm_lightning.data.base import PairDataModule
 from fadm_lightning.data.voxceleb import (
     VoxCelebClipDataset,
     VoxCelebIndex,
@@ -21,13 +20,6 @@ from fadm_lightning.data.voxceleb import (
     VoxCelebTrainDataset,
     carve_persons,
 )
-
-
-def _accelerator_available() -> bool:
-    accelerator = getattr(torch, "accelerator", None)
-    if accelerator is not None:
-        return accelerator.is_available()
-    return torch.cuda.is_available()
 
 
 class EpochShuffle(RandomSampler):
@@ -63,7 +55,7 @@ class EpochShuffle(RandomSampler):
         return iter(torch.randperm(len(self.data_source), generator=generator).tolist())
 
 
-class VoxCelebDataModule(L.LightningDataModule):
+class VoxCelebDataModule(PairDataModule):
     """Train on two-frame items of ``root/train``, validate on fixed pairs of ``root/<val_split>``
     and test on whole clips of ``root/test``.
 
@@ -78,32 +70,26 @@ class VoxCelebDataModule(L.LightningDataModule):
     :class:`EpochShuffle`, a function of (seed, epoch); under DDP Lightning swaps in a
     ``DistributedSampler`` (the same rule) by itself, and calls ``set_epoch`` on either.
 
-    Batches: train/val ``{"source": B×3×H×W, "driving": B×3×H×W, "name": list[str]}`` (train
-    batches also carry ``"skipped": list[str]``, see ``VoxCelebTrainDataset``) (+
-    ``"source_annotation"``, ``"driving_annotation"`` dicts of B×… tensors when annotated); test
-    (batch size 1) ``{"video": 1×T×3×H×W, "name": [str]}`` (+ ``"annotation"``, 1×T×…).
+    Batches: :class:`~fadm_lightning.data.batch.PairBatch` for train (with ``"skipped"``, see
+    ``VoxCelebTrainDataset``) and validation, :class:`~fadm_lightning.data.batch.ClipBatch` for
+    test (batch size 1); the annotation keys when the root is annotated (``has_annotations``).
 
     Args:
         root (`str` or `os.PathLike`): dataset root with ``train/`` and ``test/``.
-        image_size (`int`, defaults to 256): frame size H = W.
         id_sampling (`bool`, defaults to True): training items are person ids (FOMM).
         num_repeats (`int`, defaults to 75): training list repeats per epoch.
-        augment (`bool`, defaults to True): FOMM flips + colour jitter on training items.
-        brightness, contrast, saturation, hue (`float`, default 0.1): jitter strengths.
-        batch_size (`int`, defaults to 5), val_batch_size (`int`, defaults to 4).
-        num_workers (`int`, defaults to 4), pin_memory (`bool`, defaults to True; only used when
-            an accelerator is present), persistent_workers (`bool`, defaults to True; forced
-            False when ``num_workers`` is 0).
-        num_val_pairs (`int`, defaults to 8): validation pairs.
-        val_split (`str`, defaults to "test"): the split (folder of ``root``) the validation pairs
-            come from: "val" where the root has held-out validation identities, "test" for the
-            FOMM VoxCeleb layout (the default, for backwards compatibility). ``setup`` raises
-            ``FileNotFoundError`` naming ``root/<val_split>`` when it does not exist.
-        test_max_frames (`int`, *optional*), test_frame_stride (`int`, defaults to 1): test clips.
+        val_persons (`int` or `float`, *optional*): with ``val_split="train"``, how many training
+            persons (or which fraction) to carve out for validation (``carved_persons``).
         cache_dir (`str`, *optional*): where the clip index is cached.
-        max_read_retries (`int`, defaults to 10): a training item whose clip cannot be read is
-            replaced by another clip up to this many times; the batch's ``"skipped"`` strings
-            list the failures (counted by ``fadm_lightning.callbacks.data_errors``).
+        **kwargs: the loader and pair settings of :class:`~fadm_lightning.data.base.PairDataModule`
+            (``image_size`` H = W, ``augment`` and the jitter strengths, ``batch_size``,
+            ``val_batch_size``, ``num_workers``, ``pin_memory``, ``persistent_workers``,
+            ``num_val_pairs``, ``val_split``, ``test_max_frames``, ``test_frame_stride``,
+            ``max_read_retries``). ``val_split`` (default "test") is "val" where the root has
+            held-out validation identities, "test" for the FOMM VoxCeleb layout (backwards
+            compatible); ``setup`` raises ``FileNotFoundError`` naming ``root/<val_split>`` when
+            it does not exist. ``max_read_retries``: the batch's ``"skipped"`` strings list the
+            failures (counted by ``fadm_lightning.callbacks.data_errors``).
     """
 
     required_paths = {
@@ -116,51 +102,14 @@ class VoxCelebDataModule(L.LightningDataModule):
     def __init__(
         self,
         root: str | os.PathLike,
-        image_size: int = 256,
         id_sampling: bool = True,
         num_repeats: int = 75,
-        augment: bool = True,
-        brightness: float = 0.1,
-        contrast: float = 0.1,
-        saturation: float = 0.1,
-        hue: float = 0.1,
-        batch_size: int = 5,
-        val_batch_size: int = 4,
-        num_workers: int = 4,
-        pin_memory: bool = True,
-        persistent_workers: bool = True,
-        num_val_pairs: int = 8,
-        val_split: str = "test",
         val_persons: int | float | None = None,
-        test_max_frames: int | None = None,
-        test_frame_stride: int = 1,
         cache_dir: str | os.PathLike | None = None,
-        max_read_retries: int = 10,
+        **kwargs: Any,
     ) -> None:
-        super().__init__()
-        self.save_hyperparameters(logger=False)
-        self.max_read_retries = max_read_retries
-        self.root = root
-        self.image_size = image_size
-        self.id_sampling = id_sampling
-        self.num_repeats = num_repeats
-        self.augmentation = (
-            FrameAugmentation(
-                brightness=brightness, contrast=contrast, saturation=saturation, hue=hue
-            )
-            if augment
-            else None
-        )
-        self.batch_size = batch_size
-        self.val_batch_size = val_batch_size
-        self.num_workers = num_workers
-        self.pin_memory = pin_memory
-        self.persistent_workers = persistent_workers and num_workers > 0
-        self.num_val_pairs = num_val_pairs
-        if not isinstance(val_split, str) or not val_split or "/" in val_split:
-            raise ValueError(
-                f"val_split must be a split folder name such as 'val', got {val_split!r}"
-            )
+        super().__init__(**kwargs)  # loader, augmentation, validation and test settings
+        val_split = self.val_split
         if val_persons is not None and val_split != "train":
             raise ValueError(
                 f"val_persons={val_persons} carves validation persons from train/: set "
@@ -171,10 +120,10 @@ class VoxCelebDataModule(L.LightningDataModule):
                 "val_split=train would validate on the training persons: set val_persons (how "
                 "many training persons, or which fraction, to carve out for validation)"
             )
-        self.val_split = val_split
+        self.root = root
+        self.id_sampling = id_sampling
+        self.num_repeats = num_repeats
         self.val_persons = val_persons
-        self.test_max_frames = test_max_frames
-        self.test_frame_stride = test_frame_stride
         self.cache_dir = cache_dir
         self._index: VoxCelebIndex | None = None
         self.train_set: VoxCelebTrainDataset | None = None
@@ -187,11 +136,6 @@ class VoxCelebDataModule(L.LightningDataModule):
         if self._index is None:
             self._index = VoxCelebIndex(self.root, self.cache_dir)
         return self._index
-
-    @property
-    def splits(self) -> tuple[str, ...]:
-        """The splits this module reads: train, the validation split, test (no duplicates)."""
-        return tuple(dict.fromkeys(("train", self.val_split, "test")))
 
     @property
     def has_annotations(self) -> bool:
@@ -245,9 +189,9 @@ class VoxCelebDataModule(L.LightningDataModule):
         if dataset is None:
             raise RuntimeError(f"VoxCelebDataModule: {name} dataset not built; call setup() first")
         seed = getattr(dataset, "seed", 0)
-        return DataLoader(
+        return self.make_loader(
             dataset,
-            batch_size=batch_size,
+            batch_size,
             sampler=EpochShuffle(dataset, seed, self._epoch) if train else None,
             # the loader's own generator for its workers' base seed: drawn from the global torch
             # RNG it would advance the model's noise stream once per iterator, i.e. once per
@@ -255,9 +199,6 @@ class VoxCelebDataModule(L.LightningDataModule):
             # checkpoint (which restores that RNG) would draw other noise than an uninterrupted one
             generator=torch.Generator().manual_seed(seed % 2**63),
             drop_last=train,
-            num_workers=self.num_workers,
-            pin_memory=self.pin_memory and _accelerator_available(),
-            persistent_workers=self.persistent_workers,
         )
 
     def _epoch(self) -> int | None:

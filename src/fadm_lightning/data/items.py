@@ -1,18 +1,18 @@
 """How an item is made from a clip's frames, for every dataset of the VoxCeleb layout (folders,
 shards, evaluation pairs, CelebA): which frames (training pairs, validation pairs, test clips),
 their tensors (float B×3×H×W in [0, 1], resized), their annotations, and the item dict
-(``pair_item``; the batch keys are listed in ``data/datamodule.py``)."""
+(``pair_item``; the batch keys are the contract of ``data/batch.py``)."""
 
 from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from fadm_lightning.data.batch import FrameAnnotation, PairItem
 from fadm_lightning.data.skipped import SKIPPED_KEY, encode_skipped
 from fadm_lightning.data.transforms import FrameAugmentation
 from fadm_lightning.media.errors import VideoReadError
@@ -53,7 +53,7 @@ def check_aspect(
         )
 
 
-def _split_pair(annotation: dict[str, torch.Tensor], i: int) -> dict[str, torch.Tensor]:
+def _split_pair(annotation: dict[str, torch.Tensor], i: int) -> FrameAnnotation:
     """Frame ``i`` of a stacked (T×…) annotation, as ``frame_annotation`` returns it."""
     out = {k: annotation[k][i].contiguous() for k in PER_FRAME_KEYS}
     out["identity"] = annotation["identity"]
@@ -106,7 +106,7 @@ def pair_item(
     augmentation: FrameAugmentation | None = None,
     rng: np.random.Generator | None = None,
     skipped: Sequence[tuple[str, str]] | None = None,
-) -> dict[str, Any]:
+) -> PairItem:
     """The item of a (source, driving) pair: ``frames`` 2×3×H×W, ``annotation`` stacked (2×…).
 
     With ``augmentation`` the frames (and the annotation, flipped with them) are augmented with
@@ -115,7 +115,7 @@ def pair_item(
     """
     if augmentation is not None:
         frames, annotation = augmentation(frames, rng, annotation)
-    item: dict[str, Any] = {"source": frames[0], "driving": frames[1], "name": name}
+    item: PairItem = {"source": frames[0], "driving": frames[1], "name": name}
     if skipped is not None:
         item[SKIPPED_KEY] = encode_skipped(skipped)
     if annotation is not None:

@@ -30,6 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
+from fadm_lightning.data.batch import CrossPairItem
 from fadm_lightning.data.items import _size, check_aspect, to_float_frames
 from fadm_lightning.data.voxceleb import CLIP_SUFFIX, Clip, VoxCelebIndex, person_id
 from fadm_lightning.media.video import read_frames
@@ -305,7 +306,7 @@ class CrossIdentityPairsDataset(Dataset):
         check_aspect(frames, self.size, clip.path)
         return to_float_frames(frames, self.size)
 
-    def __getitem__(self, k: int) -> dict[str, Any]:
+    def __getitem__(self, k: int) -> CrossPairItem:
         pair = self.pairs[k]
         if pair.source_is_clip:
             clip = self.clips[pair.source]

@@ -51,14 +51,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import lightning as L
 import numpy as np
 import torch
 from litdata import StreamingDataLoader, StreamingDataset
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
-from fadm_lightning.data.datamodule import _accelerator_available
+from fadm_lightning.data.base import PairDataModule
+from fadm_lightning.data.batch import ClipItem, PairItem
 from fadm_lightning.data.items import (
     _size,
     clip_frame_indices,
@@ -270,7 +270,7 @@ class ShardTrainStream(StreamingDataset):
         self.augmentation = augmentation
         self.max_read_retries = max_read_retries
 
-    def __next__(self) -> dict[str, Any]:
+    def __next__(self) -> PairItem:
         skipped: list[tuple[str, str]] = []
         while True:
             epoch = self.current_epoch
@@ -351,7 +351,7 @@ class ShardPairsDataset(Dataset):
     def __len__(self) -> int:
         return self.num_pairs
 
-    def __getitem__(self, k: int) -> dict[str, Any]:
+    def __getitem__(self, k: int) -> PairItem:
         if not 0 <= k < self.num_pairs:
             raise IndexError(f"pair {k} out of range [0, {self.num_pairs})")
         clip = self.records[k % len(self.records)]
@@ -383,10 +383,10 @@ class ShardClipDataset(Dataset):
     def __len__(self) -> int:
         return len(self.records)
 
-    def __getitem__(self, idx: int) -> dict[str, Any]:
+    def __getitem__(self, idx: int) -> ClipItem:
         clip = self.records[idx]
         indices = clip_frame_indices(clip.num_frames, self.frame_stride, self.max_frames)
-        item: dict[str, Any] = {
+        item: ClipItem = {
             "video": frames_to_tensor(clip.read_frames(indices), self.size, clip.where),
             "name": clip.name,
         }
@@ -396,7 +396,7 @@ class ShardClipDataset(Dataset):
         return item
 
 
-class VoxCelebShardsDataModule(L.LightningDataModule):
+class VoxCelebShardsDataModule(PairDataModule):
     """:class:`~fadm_lightning.data.datamodule.VoxCelebDataModule` read from LitData shards
     (``python -m fadm_lightning.shard``): train streams ``root/train``, validation takes fixed
     pairs of ``root/<val_split>``, test reads whole clips of ``root/test``; same batches.
@@ -415,16 +415,15 @@ class VoxCelebShardsDataModule(L.LightningDataModule):
         root (`str`): the shards' folder or URL, holding ``train/``, ``test/`` (and ``val/``).
         image_size (`int`, defaults to 256): frame size H = W (frames of another size are resized
             on load); None: the size of the stored frames, read in ``setup``.
-        augment (`bool`, defaults to True), brightness, contrast, saturation, hue: FOMM
-            augmentations, as the folder module.
-        batch_size, val_batch_size, num_workers, pin_memory, persistent_workers: loaders.
-        num_val_pairs (`int`, defaults to 8), val_split (`str`, defaults to "test"),
-            test_max_frames, test_frame_stride: as the folder module.
         shuffle (`bool`, defaults to True), seed (`int`, defaults to 0): the training stream.
-        max_read_retries (`int`, defaults to 10): undecodable clips replaced in a row.
         cache_dir (`str`, *optional*): LitData's chunk cache for remote shards.
         max_cache_size (`str` or `int`, *optional*): its budget (e.g. "100GB"); None: LitData's.
         storage_options (`dict`, *optional*): cloud options passed to LitData.
+        **kwargs: the loader and pair settings of :class:`~fadm_lightning.data.base.PairDataModule`,
+            as the folder module (``augment`` and the jitter strengths, ``batch_size``,
+            ``val_batch_size``, ``num_workers``, ``pin_memory``, ``persistent_workers``,
+            ``num_val_pairs``, ``val_split``, ``test_max_frames``, ``test_frame_stride``,
+            ``max_read_retries``: undecodable clips replaced in a row).
     """
 
     required_paths: dict[str, str] = {}  # root may be a URL; setup() names a missing folder
@@ -433,57 +432,20 @@ class VoxCelebShardsDataModule(L.LightningDataModule):
         self,
         root: str | os.PathLike,
         image_size: int | None = 256,
-        augment: bool = True,
-        brightness: float = 0.1,
-        contrast: float = 0.1,
-        saturation: float = 0.1,
-        hue: float = 0.1,
-        batch_size: int = 5,
-        val_batch_size: int = 4,
-        num_workers: int = 4,
-        pin_memory: bool = True,
-        persistent_workers: bool = True,
-        num_val_pairs: int = 8,
-        val_split: str = "test",
-        test_max_frames: int | None = None,
-        test_frame_stride: int = 1,
         shuffle: bool = True,
         seed: int | None = 0,
-        max_read_retries: int = 10,
         cache_dir: str | os.PathLike | None = None,
         max_cache_size: int | str | None = None,
         storage_options: dict[str, Any] | None = None,
+        **kwargs: Any,
     ) -> None:
-        super().__init__()
         # plain strings in the checkpoint's hyper-parameters (a Path fails weights_only loading)
         root = str(root)
         cache_dir = None if cache_dir is None else str(cache_dir)
-        self.save_hyperparameters(logger=False)
-        if not isinstance(val_split, str) or not val_split or "/" in val_split:
-            raise ValueError(
-                f"val_split must be a split folder name such as 'val', got {val_split!r}"
-            )
+        super().__init__(image_size=image_size, **kwargs)  # saves the hyper-parameters
         self.root = str(root)
-        self.image_size = image_size
-        self.augmentation = (
-            FrameAugmentation(
-                brightness=brightness, contrast=contrast, saturation=saturation, hue=hue
-            )
-            if augment
-            else None
-        )
-        self.batch_size = batch_size
-        self.val_batch_size = val_batch_size
-        self.num_workers = num_workers
-        self.pin_memory = pin_memory
-        self.persistent_workers = persistent_workers and num_workers > 0
-        self.num_val_pairs = num_val_pairs
-        self.val_split = val_split
-        self.test_max_frames = test_max_frames
-        self.test_frame_stride = test_frame_stride
         self.shuffle = shuffle
         self.seed = 0 if seed is None else int(seed)
-        self.max_read_retries = max_read_retries
         self.stream_options = {
             "cache_dir": None if cache_dir is None else str(cache_dir),
             "max_cache_size": max_cache_size,
@@ -493,11 +455,6 @@ class VoxCelebShardsDataModule(L.LightningDataModule):
         self.train_set: ShardTrainStream | None = None
         self.val_set: ShardPairsDataset | None = None
         self.test_set: ShardClipDataset | None = None
-
-    @property
-    def splits(self) -> tuple[str, ...]:
-        """The splits this module reads: train, the validation split, test (no duplicates)."""
-        return tuple(dict.fromkeys(("train", self.val_split, "test")))
 
     def split_dir(self, split: str) -> str:
         """``root/<split>``; for a local root, ``FileNotFoundError`` naming it when it holds no
@@ -559,9 +516,6 @@ class VoxCelebShardsDataModule(L.LightningDataModule):
                 frame_stride=self.test_frame_stride,
             )
 
-    def _pin(self) -> bool:
-        return self.pin_memory and _accelerator_available()
-
     def train_dataloader(self) -> StreamingDataLoader:
         if self.train_set is None:
             raise RuntimeError("VoxCelebShardsDataModule: train set not built; call setup() first")
@@ -569,7 +523,7 @@ class VoxCelebShardsDataModule(L.LightningDataModule):
             self.train_set,
             batch_size=self.batch_size,
             num_workers=self.num_workers,
-            pin_memory=self._pin(),
+            pin_memory=self.pin,
             persistent_workers=self.persistent_workers,
         )
 
@@ -578,14 +532,7 @@ class VoxCelebShardsDataModule(L.LightningDataModule):
             raise RuntimeError(
                 f"VoxCelebShardsDataModule: {name} set not built; call setup() first"
             )
-        return DataLoader(
-            dataset,
-            batch_size=batch_size,
-            shuffle=False,
-            num_workers=self.num_workers,
-            pin_memory=self._pin(),
-            persistent_workers=self.persistent_workers,
-        )
+        return self.make_loader(dataset, batch_size, shuffle=False)
 
     def val_dataloader(self) -> DataLoader:
         return self._loader(self.val_set, "validation", self.val_batch_size)

@@ -42,6 +42,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from fadm_lightning.data.batch import ClipItem, PairItem
 from fadm_lightning.data.items import (
     _size,
     clip_frame_indices,
@@ -403,7 +404,7 @@ class VoxCelebTrainDataset(_SplitDataset):
             np.random.SeedSequence([int(self.seed), int(self._epoch), int(idx)])
         )
 
-    def __getitem__(self, idx: int) -> dict[str, Any]:
+    def __getitem__(self, idx: int) -> PairItem:
         rng = self.item_rng(idx)
         if self.id_sampling:
             candidates = self._clips_of[self.person_ids[idx % len(self.person_ids)]]
@@ -471,7 +472,7 @@ class VoxCelebPairsDataset(_SplitDataset):
         clip = self.clips[k % len(self.clips)]
         return clip, *val_pair_indices(k, clip.num_frames)
 
-    def __getitem__(self, k: int) -> dict[str, Any]:
+    def __getitem__(self, k: int) -> PairItem:
         if not 0 <= k < self.num_pairs:
             raise IndexError(f"pair {k} out of range [0, {self.num_pairs})")
         clip, src, drv = self.pair(k)
@@ -520,10 +521,10 @@ class VoxCelebClipDataset(_SplitDataset):
     def frame_indices(self, clip: Clip) -> list[int]:
         return clip_frame_indices(clip.num_frames, self.frame_stride, self.max_frames)
 
-    def __getitem__(self, idx: int) -> dict[str, Any]:
+    def __getitem__(self, idx: int) -> ClipItem:
         clip = self.clips[idx]
         indices = self.frame_indices(clip)
-        item: dict[str, Any] = {"video": self._read(clip, indices), "name": clip.name}
+        item: ClipItem = {"video": self._read(clip, indices), "name": clip.name}
         if self.has_annotations:
             item["annotation"] = self._annotation(clip, indices)
         return item

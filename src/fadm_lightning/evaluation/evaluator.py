@@ -34,14 +34,14 @@ from fadm_lightning.evaluation.store import (
 from fadm_lightning.evaluation.systems import System, load_systems
 from fadm_lightning.evaluation.tables import write_tables
 from fadm_lightning.evaluation.videos import write_video
+from fadm_lightning.metrics.registry import build_metric, check_keys
 from fadm_lightning.metrics.suite import (
     FACE_BACKENDS,
-    METRICS,
-    NEEDS_GROUND_TRUTH,
     MetricSuite,
     check_face_backends,
+    ground_truth_free,
 )
-from fadm_lightning.metrics.temporal import TemporalAccumulator
+from fadm_lightning.sampler import SamplerConfig
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +78,8 @@ class Evaluator:
         self.main, self.extras = main, extras
         self.suite = suite
         self.device = torch.device(cfg.device)
-        self.sampler = dict(OmegaConf.to_container(cfg.sampler, resolve=True))
+        # each model completes the knobs left at None with its own sampler (pipe.sampler)
+        self.sampler = SamplerConfig.from_mapping(OmegaConf.to_container(cfg.sampler, resolve=True))
         self.batch_size = int(cfg.batch_size)
         self.cross = cfg.protocol == "cross_identity"
         self.fid_reference = cfg.metrics.get("fid_reference", "driving")
@@ -104,7 +105,7 @@ class Evaluator:
         features: dict[str, list[np.ndarray]] = {}
         frames: dict[str, list[torch.Tensor]] = {}
         suite = self.suite
-        temporal = {n: TemporalAccumulator() for n in names} if suite.clip_keys else {}
+        temporal = {n: suite.clip_stream() for n in names} if suite.clip_keys else {}
         source_faces = suite.observe(item["source"]) if self.cross else None
         use_fid = suite.fid is not None and suite.fid.available
         if use_fid and self.cross and self.fid_reference == "source":
@@ -125,7 +126,7 @@ class Evaluator:
             outputs["coarse"] = coarse
             begin = self._clock()
             outputs[self.main.name] = self.main.pipeline.sample(
-                coarse, attr_diff, guide=guide, **self.sampler
+                coarse, attr_diff, self.sampler, guide=guide
             )
             seconds[self.main.name] += self._clock() - begin
             for extra in self.extras:
@@ -133,7 +134,7 @@ class Evaluator:
                 c, a, gd = extra.pipeline.prepare(
                     source, driving.to(self.device), source_ann, driving_ann, with_guide=True
                 )
-                outputs[extra.name] = extra.pipeline.sample(c, a, guide=gd, **self.sampler)
+                outputs[extra.name] = extra.pipeline.sample(c, a, self.sampler, guide=gd)
                 seconds[extra.name] += self._clock() - begin
 
             # metrics: reference = the ground-truth frame, or the source portrait across identities
@@ -235,13 +236,16 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     """Run the configured protocol; returns the table rows and the paths written."""
     if cfg.protocol not in PROTOCOLS:
         raise EvaluationError(f"protocol must be one of {list(PROTOCOLS)}, got {cfg.protocol!r}")
-    names = list(cfg.metrics[cfg.protocol])
+    try:  # keys of the metrics registry (conf/metrics)
+        names = check_keys(cfg.metrics, cfg.metrics[cfg.protocol])
+    except ValueError as err:
+        raise EvaluationError(f"metrics.{cfg.protocol}: {err}") from err
     if cfg.protocol == "cross_identity":
-        wrong = [n for n in names if n in NEEDS_GROUND_TRUTH]
+        wrong = [n for n in names if build_metric(cfg.metrics, n).needs_ground_truth]
         if wrong:
             raise EvaluationError(
                 f"metrics {wrong} need a ground-truth frame, which cross-identity reenactment "
-                f"has not; choose among {[k for k in METRICS if k not in NEEDS_GROUND_TRUTH]}"
+                f"has not; choose among {ground_truth_free(cfg.metrics)}"
             )
     backends = {option: cfg.metrics.get(option, "dlib") for option in FACE_BACKENDS}
     try:  # before anything is loaded or written
@@ -258,18 +262,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     main, extras = load_systems(cfg)
     datamodule, data_cfg = build_datamodule(cfg, main)
     _check_resume(out_dir / SETTINGS, _settings(cfg, main, extras, data_cfg))
-    suite = MetricSuite(
-        names,
-        lpips_alexnet=cfg.metrics.get("lpips_alexnet"),
-        fid_inception=cfg.metrics.get("fid_inception"),
-        face=OmegaConf.to_container(cfg.metrics.face, resolve=True),
-        device=cfg.device,
-        **backends,
-        weights=OmegaConf.to_container(cfg.metrics.weights, resolve=True)
-        if cfg.metrics.get("weights")
-        else None,
-        arcface_arch=cfg.metrics.get("arcface_arch", "r100"),
-    )
+    suite = MetricSuite.from_config(cfg.metrics, names, device=cfg.device)
     items = build_items(cfg, datamodule, out_dir)
     keys = items.keys[: cfg.max_items] if cfg.get("max_items") else list(items.keys)
     evaluator = Evaluator(cfg, main, extras, suite)
@@ -309,7 +302,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     elapsed = time.perf_counter() - started
 
     table = aggregate(store, suite, evaluator.row_names, keys)
-    sampler = cfg.sampler
+    sampler = main.pipeline.resolve_sampler(evaluator.sampler)
     evaluated_frames = table[0]["frames"] if table else 0
     context = [
         f"model: {main.source}"
@@ -321,8 +314,8 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
             else "cross-identity pairs (pairs.csv)"
         )
         + f", {evaluated_frames} frames at {datamodule.image_size}×{datamodule.image_size}",
-        f"sampler: DDIM {sampler.num_inference_steps} steps, η = {sampler.eta}, strength "
-        f"{sampler.strength}, seed {sampler.seed}; device {cfg.device}",
+        f"sampler: {sampler.describe()} ({sampler.spec()}), seed {sampler.seed}; "
+        f"device {cfg.device}",
         "s/frame: "
         + ", ".join(f"{e['method']} {e['sec_per_frame']:.3f}" for e in table if e["sec_per_frame"])
         + " (generation only, this device; the refined rows include the coarse generator)",
@@ -343,7 +336,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
             {
                 "key": k,
                 "label": suite.label(k),
-                "higher_is_better": METRICS[k].higher_is_better,
+                "higher_is_better": suite[k].higher_is_better,
                 "available": suite.available(k),
                 "reason": suite.reason(k),
             }

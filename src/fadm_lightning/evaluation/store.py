@@ -20,6 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from fadm_lightning.evaluation.protocols import EvaluationError
 from fadm_lightning.evaluation.systems import System
+from fadm_lightning.metrics.registry import default_config
 
 PER_CLIP = "per_clip.csv"
 SETTINGS = "settings.json"
@@ -98,6 +99,20 @@ def _cell(value: Any) -> Any:
     return value
 
 
+def _metric_settings(metrics: DictConfig) -> dict[str, Any]:
+    """The ``metrics`` options of an evaluation: without the training stages' lists, and without
+    the registry while it is the default one (so settings.json reads as before the registry)."""
+    out = OmegaConf.to_container(metrics, resolve=True)
+    for key in ("validation", "test"):
+        out.pop(key, None)
+    registry = metrics.get("registry")
+    if registry is not None and OmegaConf.to_container(registry) == OmegaConf.to_container(
+        default_config().registry
+    ):
+        out.pop("registry", None)
+    return out
+
+
 def _settings(cfg: DictConfig, main: System, extras: list[System], data_cfg) -> dict[str, Any]:
     """What makes two runs comparable (a resumed run must match)."""
     return {
@@ -106,7 +121,7 @@ def _settings(cfg: DictConfig, main: System, extras: list[System], data_cfg) -> 
         "ckpt_overrides": list(cfg.get("ckpt_overrides") or []),
         "extra_ckpts": {e.name: e.source for e in extras},
         "sampler": OmegaConf.to_container(cfg.sampler, resolve=True),
-        "metrics": OmegaConf.to_container(cfg.metrics, resolve=True),
+        "metrics": _metric_settings(cfg.metrics),
         "data": OmegaConf.to_container(data_cfg, resolve=True),
         "pairs": OmegaConf.to_container(cfg.pairs, resolve=True)
         if cfg.protocol == "cross_identity"

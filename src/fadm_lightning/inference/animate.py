@@ -35,6 +35,7 @@ from fadm_lightning.inference.stages import StageClock
 from fadm_lightning.media.image import read_image
 from fadm_lightning.media.video import VideoWriter, iter_batches, probe_video, read_frame
 from fadm_lightning.models.attributes.landmarks import NoFaceError
+from fadm_lightning.models.coarse.base import coarse_capabilities
 
 NAME = "animate"
 
@@ -86,7 +87,7 @@ def motion_mode(
 ):
     """Switch a coarse generator to ``mode`` (relative: with the reference frame ``initial``,
     1×3×S×S) for the duration of the block, then restore it."""
-    has_modes = hasattr(coarse, "mode") and hasattr(coarse, "set_driving_initial")
+    has_modes = coarse_capabilities(coarse).relative_motion  # mode, adapt_movement_scale, …
     if mode == "relative" and not has_modes:
         raise InferenceError(
             f"the coarse generator {type(coarse).__name__} has no relative mode; use mode=absolute"
@@ -94,7 +95,7 @@ def motion_mode(
     if not has_modes:
         yield
         return
-    saved = coarse.mode, getattr(coarse, "adapt_movement_scale", False)
+    saved = coarse.mode, coarse.adapt_movement_scale
     coarse.mode = mode
     coarse.adapt_movement_scale = adapt_scale
     coarse.set_driving_initial(initial if mode == "relative" else None)
@@ -207,7 +208,7 @@ def animate_video(
         raise NoFaceFoundError(f"{source}: no face in the cropped portrait ({err})") from err
     attributes = AttributeStream(pipe.attributes, attr_source)
     initial = to_tensor([crop.cut(read_frame(driving, best), size)], device) if relative else None
-    refine = FrameRefiner(pipe, sampler, log, refiner.sampler_defaults)
+    refine = FrameRefiner(pipe, sampler, log, refiner.sampler)
 
     # 3. animate and refine batch by batch, streaming into the outputs
     side_path = cli.side_by_side_path(options.side_by_side, output)

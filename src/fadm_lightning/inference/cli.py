@@ -11,31 +11,24 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from fadm_lightning.checkpoints import CheckpointError
 from fadm_lightning.faces.dlib_face import DlibNotInstalledError
 from fadm_lightning.faces.scan import NoFaceFoundError
 from fadm_lightning.inference.batch import BatchSettings
 from fadm_lightning.inference.model import InferenceError, Refiner, SamplerSettings, load_refiner
 from fadm_lightning.media.errors import VideoReadError
-from fadm_lightning.models.attributes.deca import CheckpointError as DECACheckpointError
 from fadm_lightning.models.attributes.landmarks import NoFaceError
-from fadm_lightning.models.coarse.facevid.checkpoint import FacevidCheckpointError
-from fadm_lightning.models.coarse.fomm.checkpoint import FOMMCheckpointError
-from fadm_lightning.models.official.checkpoint import DiffusionCheckpointError
+from fadm_lightning.models.errors import WeightsError
 
 #: problems reported as one message (anything else keeps its traceback)
+#: (every weights loader's error is a WeightsError: CheckpointError, FOMMCheckpointError, …)
 EXPECTED_ERRORS = (
     VideoReadError,
-    CheckpointError,
+    WeightsError,
     InferenceError,
     NoFaceFoundError,
     NoFaceError,
     FileNotFoundError,
     DlibNotInstalledError,
-    FOMMCheckpointError,
-    FacevidCheckpointError,
-    DECACheckpointError,
-    DiffusionCheckpointError,
 )
 # settings that do not change an output (left out of the batch mode's settings key)
 NOT_SETTINGS = (
@@ -62,6 +55,8 @@ def refiner_from_config(cfg: DictConfig, need_coarse: bool) -> Refiner:
 
 
 def sampler_from_config(cfg: DictConfig) -> SamplerSettings:
+    """``sampler.*`` of a command: the :class:`~fadm_lightning.sampler.SamplerConfig` knobs
+    (from ``conf/sampler/``, None = the model's own) and how the denoiser runs."""
     return SamplerSettings(**OmegaConf.to_container(cfg.sampler, resolve=True))
 
 

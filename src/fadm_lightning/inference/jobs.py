@@ -38,13 +38,14 @@ from fadm_lightning.inference.rectify import RectifyOptions, rectify_video
 from fadm_lightning.inference.workspace import Workspace, safe_stem
 from fadm_lightning.media.image import read_image
 from fadm_lightning.media.video import probe_video
-from fadm_lightning.sampler import OFFICIAL_SAMPLER, denoiser_calls
+from fadm_lightning.sampler import OFFICIAL, SamplerConfig
 
-#: the sampler presets of the page (None: the config's ``sampler.*``, i.e. the model's own)
-PRESETS: dict[str, dict[str, Any] | None] = {
+#: the sampler presets of the page, set over the config's ``sampler.*`` (None: that alone, i.e.
+#: the model's own); "balanced" leaves ``clip_sample`` to the config / the model
+PRESETS: dict[str, SamplerConfig | None] = {
     "fast": None,
-    "balanced": {"steps": 25, "eta": 0.0, "strength": 1.0, "start_noise": True},
-    "quality": {**OFFICIAL_SAMPLER},
+    "balanced": SamplerConfig(steps=25, eta=0.0, strength=1.0, start_noise=True),
+    "quality": OFFICIAL,
 }
 PRESET_ORIGINS = {
     "fast": "the model's own sampler",
@@ -257,12 +258,11 @@ class WebApp:
         if preset not in PRESETS:
             raise JobError(f"unknown sampler preset {preset!r} (one of {', '.join(PRESETS)})")
         changes = PRESETS[preset]
-        return replace(self.sampler, **changes) if changes else self.sampler
+        return self.sampler.with_(**changes.as_dict()) if changes else self.sampler
 
     def calls_per_frame(self, preset: str | None) -> int:
         """Denoiser calls per frame of a preset with this model (its own sampler filled in)."""
-        sampler = self.sampler_for(preset).resolved(self.refiner.sampler_defaults)
-        return denoiser_calls(sampler.steps, sampler.strength)
+        return self.sampler_for(preset).resolved(self.refiner.sampler).calls
 
     @property
     def costs(self) -> CostModel:
@@ -282,7 +282,7 @@ class WebApp:
     def preset_label(self, preset: str) -> str:
         """What a preset really is with the loaded model: its calls per frame and their cost."""
         calls = self.calls_per_frame(preset)
-        sampler = self.sampler_for(preset).resolved(self.refiner.sampler_defaults)
+        sampler = self.sampler_for(preset).resolved(self.refiner.sampler)
         origin = PRESET_ORIGINS[preset]
         if PRESETS[preset] is None:
             origin += f" ({sampler.steps} step{'s' if sampler.steps != 1 else ''}"

@@ -19,7 +19,7 @@ import contextlib
 import os
 import shutil
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +29,11 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from fadm_lightning.checkpoints import MOVED_TARGETS, load_pipeline
-from fadm_lightning.pipeline import OFFICIAL_SAMPLER, FADMPipeline
+from fadm_lightning.models.attributes.base import attribute_capabilities
+from fadm_lightning.models.coarse.base import coarse_capabilities
+from fadm_lightning.pipeline import OFFICIAL_SAMPLER as OFFICIAL_SAMPLER  # re-exported
+from fadm_lightning.pipeline import FADMPipeline
+from fadm_lightning.sampler import SamplerConfig
 
 NO_MODEL_MESSAGE = (
     "no trained model given. Set ckpt=<run dir>/checkpoints/last.ckpt (a checkpoint written by "
@@ -53,8 +57,12 @@ class Refiner:
     image_size: int  # the resolution it was trained at (frames are cropped to it)
     name: str  # where it came from, for messages
     device: torch.device
-    #: the sampler the model was validated with (a checkpoint's ``model.val_*``), or the official
-    sampler_defaults: dict[str, Any] = field(default_factory=lambda: dict(OFFICIAL_SAMPLER))
+
+    @property
+    def sampler(self) -> SamplerConfig:
+        """The model's own sampler (:attr:`FADMPipeline.sampler`: a checkpoint's
+        ``model.sampler``, the official sampler for the release)."""
+        return self.pipe.sampler
 
 
 def resolve_device(name: str | torch.device | None) -> torch.device:
@@ -82,14 +90,14 @@ def _plain(node: Mapping | DictConfig | None) -> dict | None:
 
 def _check_real_world(attributes: Any, coarse: Any, name: str) -> None:
     """Refuse parts that need the synthetic ground truth (``coarse=None``: not needed)."""
-    if getattr(attributes, "needs_annotations", False):
+    if attribute_capabilities(attributes).needs_annotations:
         raise InferenceError(
             f"{name}: its attribute extractor ({type(attributes).__name__}) reads "
             "ground-truth annotations of the synthetic data, so it cannot run on real images. "
             "Use a model trained with attributes=landmarks or attributes=deca (an extractor "
             "that gives the same number of values is needed for the weights to fit)."
         )
-    if getattr(coarse, "needs_annotations", False):
+    if coarse_capabilities(coarse).needs_annotations:
         raise InferenceError(
             f"{name}: its coarse generator ({type(coarse).__name__}) renders from "
             "synthetic annotations and cannot animate real images; choose a real one, e.g. "
@@ -127,8 +135,7 @@ def _load_checkpoint(
     )
     if pipe.image_size is None:
         raise InferenceError(f"{name}: its training resolution (data.image_size) is unknown")
-    sampler = dict(pipe.default_sampler or OFFICIAL_SAMPLER)
-    return Refiner(pipe, int(pipe.image_size), name, device, sampler)
+    return Refiner(pipe, int(pipe.image_size), name, device)
 
 
 def load_refiner(
@@ -193,27 +200,20 @@ def load_refiner(
     name = f"the official release ({release.get('diffusion')})"
     _check_real_world(pipe.attributes, pipe.coarse if need_coarse else None, name)
     image_size = pipe.image_size or getattr(pipe.unet, "image_size", 256)
-    return Refiner(pipe, int(image_size), name, device, dict(OFFICIAL_SAMPLER))
+    return Refiner(pipe, int(image_size), name, device)
 
 
 # ------------------------------------------------------------------------------------ sampling
-@dataclass
-class SamplerSettings:
-    """How frames are refined (``sampler.*`` of ``conf/animate.yaml`` / ``conf/rectify.yaml``).
+@dataclass(frozen=True)
+class SamplerSettings(SamplerConfig):
+    """How frames are refined: ``sampler.*`` of ``conf/animate.yaml``, ``conf/rectify.yaml``,
+    ``conf/app.yaml``.
 
-    ``steps``, ``eta``, ``strength``, ``clip_sample`` and ``start_noise`` left at None take the
-    model's own
-    setting (:attr:`Refiner.sampler_defaults`: a checkpoint's validation sampler, the official
-    sampler for the release).
+    The sampler itself is a :class:`~fadm_lightning.sampler.SamplerConfig` (``steps``, ``eta``,
+    ``strength``, ``clip_sample``, ``start_noise``, ``seed``; a knob left at None takes the
+    model's own, :attr:`FADMPipeline.sampler`), passed whole to :meth:`FADMPipeline.sample`;
+    these settings add how the denoiser runs:
 
-    steps: DDIM steps (100 with ``eta=1`` = the official sampler).
-    eta: DDIM η (1 = ancestral, the official; 0 = deterministic).
-    strength: 1 starts from pure noise; s < 1 starts from the coarse frame noised to the
-        timestep at fraction s of the schedule and runs only those steps.
-    clip_sample: clamp each step's x̂_0 to [0, 1] (the official sampler does not).
-    start_noise: False starts from the coarse frame without noise (a distilled student's
-        sampler: with ``eta=0`` no noise at all, so no sampling flicker).
-    seed: seed of the one noise draw shared by every frame of a video.
     batch_size: frames refined at once.
     precision: ``fp32`` or ``bf16`` (autocast of the denoiser: on a GPU that supports bf16, and
         on a CPU with native bf16 instructions (AVX512-BF16 / AMX, ARM BF16) through oneDNN;
@@ -226,41 +226,33 @@ class SamplerSettings:
         result is the same up to float rounding.
     """
 
-    steps: int | None = None
-    eta: float | None = None
-    strength: float | None = None
-    clip_sample: bool | None = None
-    start_noise: bool | None = None
-    seed: int = 0
     batch_size: int = 8
     precision: str = "fp32"
     compile: bool = False
     channels_last: bool = False
 
     def __post_init__(self) -> None:
-        if self.steps is not None and self.steps < 1:
-            raise InferenceError(f"sampler.steps must be ≥ 1, got {self.steps}")
-        if self.eta is not None and not 0 <= self.eta <= 1:
-            raise InferenceError(f"sampler.eta must lie in [0, 1], got {self.eta}")
-        if self.strength is not None and not 0 < self.strength <= 1:
-            raise InferenceError(f"sampler.strength must lie in (0, 1], got {self.strength}")
+        try:
+            super().__post_init__()
+        except ValueError as err:
+            raise InferenceError(str(err)) from err
         if self.batch_size < 1:
             raise InferenceError(f"sampler.batch_size must be ≥ 1, got {self.batch_size}")
         if self.precision not in ("fp32", "bf16"):
             raise InferenceError(f"sampler.precision must be fp32 or bf16, got {self.precision!r}")
 
-    def resolved(self, defaults: Mapping[str, Any]) -> SamplerSettings:
-        """These settings with every None taken from ``defaults``."""
-        missing = {k: defaults[k] for k in OFFICIAL_SAMPLER if getattr(self, k) is None}
-        return replace(self, **missing)
+    @property
+    def config(self) -> SamplerConfig:
+        """The sampler alone (what :meth:`FADMPipeline.sample` takes)."""
+        return SamplerConfig(**self.as_dict(seed=True))
+
+    def resolved(self, defaults: SamplerConfig | Mapping[str, Any]) -> SamplerSettings:
+        """These settings with every knob left at None taken from ``defaults`` (the model's
+        own sampler, :attr:`FADMPipeline.sampler`)."""
+        return self.over(defaults)
 
     def describe(self) -> str:
-        return (
-            f"{self.steps} DDIM steps, η={self.eta:g}, strength {self.strength:g}"
-            f"{', x̂_0 clipped' if self.clip_sample else ''}"
-            + (", no noise (from the coarse frame)" if self.start_noise is False else "")
-            + f", seed {self.seed}"
-        )
+        return super().describe() + f", seed {self.seed}"
 
 
 def cpu_supports_bf16() -> bool:
@@ -339,7 +331,8 @@ def use_contiguous_format(module: torch.nn.Module) -> torch.nn.Module:
 class FrameRefiner:
     """Refine batches of coarse frames of one video (the same noise for every batch).
 
-    Sampler settings left at None take ``defaults`` (:attr:`Refiner.sampler_defaults`).
+    Sampler knobs left at None take ``defaults`` (default: the model's own sampler,
+    :attr:`FADMPipeline.sampler`).
 
     ``precision=bf16`` autocasts the denoiser to bf16 on a GPU that supports it and on a CPU with
     native bf16 instructions (:func:`cpu_supports_bf16`); elsewhere ``log`` says so once and it
@@ -354,9 +347,9 @@ class FrameRefiner:
         pipe: FADMPipeline,
         settings: SamplerSettings,
         log: Callable[[str], None] = print,
-        defaults: Mapping[str, Any] = OFFICIAL_SAMPLER,
+        defaults: SamplerConfig | Mapping[str, Any] | None = None,
     ) -> None:
-        settings = settings.resolved(defaults)
+        settings = settings.resolved(pipe.sampler if defaults is None else defaults)
         self.pipe, self.settings = pipe, settings
         device = pipe.device
         self.autocast: Callable[[], Any] = contextlib.nullcontext
@@ -390,17 +383,7 @@ class FrameRefiner:
         # -> refined B×3×S×S in [0, 1], float32
         s = self.settings
         with self.autocast():
-            refined = self.pipe.sample(
-                coarse,
-                attr_diff,
-                num_inference_steps=s.steps,
-                eta=s.eta,
-                strength=s.strength,
-                clip_sample=s.clip_sample,
-                start_noise=s.start_noise,
-                seed=s.seed,
-                guide=guide,
-            )
+            refined = self.pipe.sample(coarse, attr_diff, s.config, guide=guide)
         return refined.float().clamp(0, 1)
 
 
@@ -425,7 +408,8 @@ class AttributeStream:
         except NoFaceError:
             self.missing += images.shape[0]
             return self.last.expand(images.shape[0], -1)
-        missing = getattr(self.extractor, "last_missing", None)
+        reports = attribute_capabilities(self.extractor).reports_missing
+        missing = self.extractor.last_missing if reports else None
         if missing is not None:
             self.missing += int(missing.sum())
         self.last = attr[-1:]

@@ -129,7 +129,7 @@ def rectify_video(
             "choose another source_frame or source image"
         ) from err
     attributes = AttributeStream(pipe.attributes, attr_source)
-    refine = FrameRefiner(pipe, sampler, log, refiner.sampler_defaults)
+    refine = FrameRefiner(pipe, sampler, log, refiner.sampler)
 
     # 2. refine batch by batch, streaming into the outputs
     side_path = cli.side_by_side_path(options.side_by_side, output)

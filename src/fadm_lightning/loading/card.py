@@ -12,7 +12,7 @@ from typing import Any
 from torch import nn
 
 from fadm_lightning.loading.errors import PretrainedFolderError
-from fadm_lightning.sampler import OFFICIAL_SAMPLER
+from fadm_lightning.sampler import OFFICIAL_SAMPLER, from_legacy
 
 CITATION = """@inproceedings{zeng2023fadm,
   title     = {Face Animation with an Attribute-Guided Diffusion Model},
@@ -118,15 +118,14 @@ def _describe_sampler(sampler: Mapping[str, Any]) -> str:
     return text
 
 
-def _evaluate_sampler_overrides(sampler: Mapping[str, Any]) -> str:
-    text = (
-        f"sampler.num_inference_steps={sampler['steps']} sampler.eta={sampler['eta']:g} "
+def _sampler_overrides(sampler: Mapping[str, Any]) -> str:
+    """The ``sampler.*`` overrides that spell ``sampler`` out on a command line."""
+    return (
+        f"sampler.steps={sampler['steps']} sampler.eta={sampler['eta']:g} "
         f"sampler.strength={sampler['strength']:g} "
-        f"sampler.clip_sample={str(bool(sampler.get('clip_sample'))).lower()}"
+        f"sampler.clip_sample={str(bool(sampler.get('clip_sample'))).lower()} "
+        f"sampler.start_noise={str(bool(sampler.get('start_noise', True))).lower()}"
     )
-    if sampler.get("start_noise") is False:
-        text += " +sampler.start_noise=false"
-    return text
 
 
 def model_card(
@@ -139,7 +138,9 @@ def model_card(
     """The folder's README.md: what it is, its parts, its sampler, how to run it (``folder``:
     the folder's name in the commands), its metrics and the citation of the paper."""
     size = index["image_size"]
-    sampler = index.get("default_sampler") or OFFICIAL_SAMPLER
+    # the model's own sampler (``sampler``; ``default_sampler`` with old names in older folders)
+    stored = index.get("sampler") or index.get("default_sampler") or {}
+    sampler = {**OFFICIAL_SAMPLER, **from_legacy(stored)}
     source = index.get("source") or {}
     run = index.get("run_config") or {}
     coarse_class = index["coarse"][1] if isinstance(index["coarse"], list) else "?"
@@ -228,19 +229,18 @@ def model_card(
         f"python -m fadm_lightning.animate ckpt={folder} source=portrait.png driving=video.mp4 "
         "output=animated.mp4",
         f"python -m fadm_lightning.rectify ckpt={folder} video=animated.mp4 output=rectified.mp4",
-        f"python -m fadm_lightning.evaluate ckpt={folder} "
-        + ("" if "data" in run else "data=voxceleb paths.data_dir=/data ")
-        + _evaluate_sampler_overrides(sampler),
+        f"python -m fadm_lightning.evaluate ckpt={folder}"
+        + ("" if "data" in run else " data=voxceleb paths.data_dir=/data"),
         "```",
+        "",
+        "Every command samples with the model's own sampler; `sampler=official` selects the "
+        f"official one, and `{_sampler_overrides(sampler)}` spell out this one.",
         "",
         "```python",
         "from fadm_lightning.pipeline import FADMPipeline",
         "",
         f'pipe = FADMPipeline.from_pretrained("{folder}", device="cuda")',
-        "out = pipe(source, driving, "
-        f"num_inference_steps={sampler['steps']}, eta={float(sampler['eta'])}, "
-        f"strength={float(sampler['strength'])}, clip_sample={bool(sampler.get('clip_sample'))}, "
-        f"start_noise={bool(sampler.get('start_noise', True))}, seed=0)",
+        "out = pipe(source, driving)  # pipe.sampler: its own; sampler=SamplerConfig(…) to change",
         "out.coarse, out.refined  # B×3×H×W in [0, 1]",
         "```",
     ]
@@ -259,10 +259,12 @@ def model_card(
         if isinstance(settings.get("data"), Mapping):
             measured.append(f"data `{settings['data'].get('_target_', '?')}`")
         if isinstance(settings.get("sampler"), Mapping):
-            s = settings["sampler"]
+            s = from_legacy(settings["sampler"])  # results of older runs: old names
             measured.append(
-                f"sampler {s.get('num_inference_steps')} steps, η = {s.get('eta')}, strength "
+                f"sampler {s.get('steps')} steps, η = {s.get('eta')}, strength "
                 f"{s.get('strength')}, seed {s.get('seed')}"
+                if s.get("steps") is not None
+                else f"the model's own sampler, seed {s.get('seed')}"
             )
         lines += [
             "",

@@ -52,11 +52,12 @@ from fadm_lightning.loading.training import (
     PartCheck,
     build_frozen_parts,
     describe_differences,
+    legacy_sampler_keys,
     merge_part_config,
     state_dict_differences,
     translate_targets,
 )
-from fadm_lightning.sampler import OFFICIAL_SAMPLER
+from fadm_lightning.sampler import from_legacy
 
 INDEX_NAME = "model_index.json"
 CARD_NAME = "README.md"
@@ -285,7 +286,7 @@ def _write_parts(pipe: Any, folder: Path) -> dict[str, Any]:
         coarse_input=pipe.coarse_input,
         guide_inputs=list(pipe.guide_inputs),
         image_size=int(pipe.image_size),
-        default_sampler=dict(pipe.default_sampler or OFFICIAL_SAMPLER),
+        sampler=pipe.sampler.as_dict(),
         run_config=pipe.run_config,
         source=pipe.source or None,
     )
@@ -295,6 +296,13 @@ def _write_parts(pipe: Any, folder: Path) -> dict[str, Any]:
 
 
 # ------------------------------------------------------------------------------------ loading
+def stored_sampler(index: dict[str, Any]) -> dict[str, Any] | None:
+    """The model's own sampler stored in ``model_index.json`` (``sampler``; ``default_sampler``
+    with the old knob names in folders written before it), None when there is none."""
+    stored = index.get("sampler") or index.get("default_sampler")
+    return None if not stored else from_legacy(stored)
+
+
 def read_model_index(folder: str | os.PathLike[str]) -> dict[str, Any]:
     """``model_index.json`` of a pretrained folder, checked for the keys the loader needs."""
     folder = Path(folder)
@@ -465,7 +473,7 @@ def load_pretrained(
             f"{folder}: the networks of a pretrained folder are fixed; overrides may change only "
             f"{', '.join(f'{g}.*' for g in OVERRIDABLE)}, not {', '.join(wrong)}"
         )
-    run = translate_targets(index.get("run_config") or {})
+    run = legacy_sampler_keys(translate_targets(index.get("run_config") or {}))
     stored = {name: _frozen_config(folder, name) for name in FROZEN_PARTS}
     stored.update({g: run[g] for g in ("data", "model") if g in run})
     cfg = OmegaConf.merge(OmegaConf.create(stored), OmegaConf.from_dotlist(list(overrides)))
@@ -525,7 +533,7 @@ def load_pretrained(
         coarse_input=bool(index["coarse_input"]),
         guide_inputs=tuple(index.get("guide_inputs") or ()),  # absent in folders before it
         image_size=int(index["image_size"]),
-        default_sampler=index.get("default_sampler") or OFFICIAL_SAMPLER,
+        sampler=stored_sampler(index),  # None: the official sampler
         part_configs=part_configs,
         run_config=run or None,
         source=source,

@@ -9,7 +9,7 @@ configs (their own checkpoint files), optionally with overrides such as
 ``["coarse.checkpoint=/weights/vox-cpk.pth.tar"]``.
 
     pipe, cfg = load_pipeline("logs/train/runs/…/checkpoints/last.ckpt", device="cuda")
-    out = pipe(source, driving, num_inference_steps=25, eta=0.0)
+    out = pipe(source, driving)      # the sampler it was validated with (pipe.sampler)
 """
 
 from __future__ import annotations
@@ -25,7 +25,8 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from fadm_lightning.loading.errors import CheckpointError
-from fadm_lightning.sampler import OFFICIAL_SAMPLER
+from fadm_lightning.models.errors import compare_state_dicts
+from fadm_lightning.sampler import LEGACY_NAMES, OFFICIAL, SamplerConfig, from_legacy
 
 CONFIG_KEY = "fadm_config"
 CONFIG_GROUPS = ("data", "model", "coarse", "attributes")
@@ -95,7 +96,7 @@ def _read(path: str | os.PathLike) -> dict:
         checkpoint[CONFIG_KEY] = {
             g: OmegaConf.to_container(full[g], resolve=True) for g in CONFIG_GROUPS if g in full
         }
-    checkpoint[CONFIG_KEY] = _moved_targets(checkpoint[CONFIG_KEY])
+    checkpoint[CONFIG_KEY] = legacy_sampler_keys(_moved_targets(checkpoint[CONFIG_KEY]))
     return checkpoint
 
 
@@ -128,16 +129,39 @@ def translate_targets(node):
     return _moved_targets(node)
 
 
-def validation_sampler(model_args: Mapping[str, Any]) -> dict[str, Any]:
+def validation_sampler(model_args: Mapping[str, Any]) -> SamplerConfig:
     """The sampler a checkpoint was validated with, from its ``FADMLitModule`` arguments
-    (``val_*``; a missing one takes the official sampler's value, :data:`OFFICIAL_SAMPLER`)."""
-    return {
-        "steps": int(model_args.get("val_num_inference_steps", OFFICIAL_SAMPLER["steps"])),
-        "eta": float(model_args.get("val_eta", OFFICIAL_SAMPLER["eta"])),
-        "strength": float(model_args.get("val_strength", OFFICIAL_SAMPLER["strength"])),
-        "clip_sample": bool(model_args.get("val_clip_sample", OFFICIAL_SAMPLER["clip_sample"])),
-        "start_noise": bool(model_args.get("val_start_noise", OFFICIAL_SAMPLER["start_noise"])),
-    }
+    (``sampler``, or the ``val_*`` of older checkpoints; a knob missing from both takes the
+    official sampler's value, :data:`~fadm_lightning.sampler.OFFICIAL`), seed 0."""
+    values = from_legacy({k: v for k, v in model_args.items() if k in LEGACY_NAMES})
+    values.pop("seed", None)
+    values.update(
+        {k: v for k, v in from_legacy(model_args.get("sampler") or {}).items() if v is not None}
+    )
+    values.pop("seed", None)
+    return SamplerConfig(**values).over(OFFICIAL)
+
+
+def legacy_sampler_override(override: str) -> str:
+    """``model.val_eta=0`` (an old spelling) → ``model.sampler.eta=0``; others unchanged."""
+    key, sep, value = override.partition("=")
+    name = key.removeprefix("model.")
+    if key.startswith("model.val_") and name in LEGACY_NAMES:
+        return f"model.sampler.{LEGACY_NAMES[name]}{sep}{value}"
+    return override
+
+
+def legacy_sampler_keys(node: dict) -> dict:
+    """A stored run config (``{"model": …, …}``) with a model's old ``val_*`` sampler knobs
+    moved to ``model.sampler`` (:data:`~fadm_lightning.sampler.LEGACY_NAMES`), so that checkpoints
+    and folders written before the sampler had one name per knob keep loading."""
+    model = node.get("model") if isinstance(node, dict) else None
+    if not isinstance(model, dict) or not any(k.startswith("val_") for k in model):
+        return node
+    model = dict(model)
+    old = {k: model.pop(k) for k in list(model) if k.startswith("val_") and k in LEGACY_NAMES}
+    model["sampler"] = {**from_legacy(old), **dict(model.get("sampler") or {})}
+    return {**node, "model": model}
 
 
 def merge_part_config(stored: DictConfig, given: Mapping | DictConfig | None) -> DictConfig:
@@ -156,15 +180,9 @@ def state_dict_differences(
     expected: Mapping[str, torch.Tensor], found: Mapping[str, Any]
 ) -> tuple[list[str], list[str], list[str]]:
     """``(missing, unexpected, mis_shaped)`` keys of ``found`` against ``expected`` (sorted; a
-    mis-shaped entry reads ``"key: file (…) vs model (…)"``)."""
-    missing = sorted(set(expected) - set(found))
-    unexpected = sorted(set(found) - set(expected))
-    mis_shaped = [
-        f"{k}: file {tuple(getattr(found[k], 'shape', ()))} vs model {tuple(expected[k].shape)}"
-        for k in sorted(set(expected) & set(found))
-        if tuple(getattr(found[k], "shape", ())) != tuple(expected[k].shape)
-    ]
-    return missing, unexpected, mis_shaped
+    mis-shaped entry reads ``"key: file (…) vs model (…)"``): the package's one comparison,
+    :func:`~fadm_lightning.models.errors.compare_state_dicts`."""
+    return compare_state_dicts(expected, found, sort=True).lists(found="file")
 
 
 def describe_differences(
@@ -224,6 +242,7 @@ def load_training_checkpoint(
 ) -> tuple[Any, DictConfig]:
     """:func:`load_pipeline` for a file written by ``python -m fadm_lightning.train``."""
     checkpoint = _read(path)
+    overrides = [legacy_sampler_override(o) for o in overrides]
     cfg = OmegaConf.merge(
         OmegaConf.create(checkpoint[CONFIG_KEY]), OmegaConf.from_dotlist(list(overrides))
     )
@@ -245,7 +264,7 @@ def load_training_checkpoint(
         headline = f"{path}: the checkpoint does not fit the model built from its config"
         if attributes or coarse or overrides:
             headline += " and the overrides (attributes give "
-            headline += f"{getattr(attribute_module, 'dim', '?')} values)"
+            headline += f"{attribute_module.dim} values)"
         raise CheckpointError(describe_differences(headline, *differences))
     model.load_state_dict({**model.state_dict(), **saved})
     ema = use_ema and model.ema is not None and "ema" in checkpoint
@@ -259,7 +278,7 @@ def load_training_checkpoint(
     plain = lambda node: OmegaConf.to_container(node, resolve=True)  # noqa: E731
     if "data" in cfg and cfg.data.get("image_size") is not None:
         pipe.image_size = int(cfg.data.image_size)
-    pipe.default_sampler = validation_sampler(model.hparams)
+    pipe.sampler = validation_sampler(model.hparams)
     agcn = plain(cfg.model.agcn) if OmegaConf.is_dict(cfg.model.get("agcn")) else None
     if agcn is not None:  # the partial constructor, completed as FADMLitModule completes it
         agcn.pop("_partial_", None)

@@ -9,10 +9,15 @@
   ``CSIM[dlib-resnet]`` (the defaults, offline);
 * :mod:`~fadm_lightning.metrics.face_protocol` — the paper's protocol networks from user files:
   ``AKD[fan-2d]``, ``AED[openface-nn4.small2]``, ``CSIM[arcface-r100]``;
-* :mod:`~fadm_lightning.metrics.suite` — :class:`MetricSuite`, the metrics of one evaluation
-  with their availability (a missing network makes a metric unavailable, never random).
+* :mod:`~fadm_lightning.metrics.registry` — :class:`Metric`, the protocol of a metric, and
+  the registry (the ``metrics`` config group, ``conf/metrics/default.yaml``);
+* :mod:`~fadm_lightning.metrics.builtin`, :mod:`~fadm_lightning.metrics.face_metrics` — the
+  registered metrics;
+* :mod:`~fadm_lightning.metrics.suite` — :class:`MetricSuite`, the metrics of one run with
+  their availability (a missing network makes a metric unavailable, never random).
 """
 
-from fadm_lightning.metrics.suite import METRICS, MetricInfo, MetricSuite
+from fadm_lightning.metrics.registry import Metric, MetricContext
+from fadm_lightning.metrics.suite import MetricSuite
 
-__all__ = ["METRICS", "MetricInfo", "MetricSuite"]
+__all__ = ["Metric", "MetricContext", "MetricSuite"]

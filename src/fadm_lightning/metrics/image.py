@@ -6,7 +6,8 @@
 | PSNR   | on the uint8 frames (both quantised to 1/255 steps), data range 255         |
 | SSIM   | on the uint8 frames exactly as skimage (7×7 uniform window, sample covariances) |
 
-Each function returns one value per frame (B); callers average over frames.
+Each function returns one value per frame (B); callers average over frames. The runs reach them
+through the metrics registry (:mod:`~fadm_lightning.metrics.builtin`, ``conf/metrics``).
 """
 
 from __future__ import annotations
@@ -40,11 +41,6 @@ def psnr(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     floor = 1.0 / pred[0].numel()
     mse = (quantize(pred).double() - quantize(target).double()).square().mean(dim=(1, 2, 3))
     return (10 * torch.log10(255.0**2 / mse.clamp_min(floor))).float()
-
-
-def frame_metrics(pred: torch.Tensor, target: torch.Tensor) -> dict[str, torch.Tensor]:
-    """``{"l1", "psnr", "ssim"}``, each a B tensor."""
-    return {"l1": l1(pred, target), "psnr": psnr(pred, target), "ssim": ssim(pred, target)}
 
 
 def ssim(pred: torch.Tensor, target: torch.Tensor, win_size: int = 7) -> torch.Tensor:

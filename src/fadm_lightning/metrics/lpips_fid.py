@@ -38,6 +38,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from fadm_lightning.metrics.image import quantize
+from fadm_lightning.models.errors import MetricWeightsError
 from fadm_lightning.models.torch_file import load_torch_file
 
 PathLike = str | os.PathLike
@@ -70,11 +71,13 @@ def _load_state_dict(
     """The state dict in ``path`` (``{"state_dict": …}`` unwrapped), read with
     ``torch.load(weights_only=True)``; a file that is not one is a ValueError of one line saying
     what it is and ``expected``."""
-    state = load_torch_file(path, what="PyTorch weights file", expected=expected, error=ValueError)
+    state = load_torch_file(
+        path, what="PyTorch weights file", expected=expected, error=MetricWeightsError
+    )
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
         state = state["state_dict"]
     if not isinstance(state, dict):
-        raise ValueError(f"{path}: expected a state dict, got {type(state).__name__}")
+        raise MetricWeightsError(f"{path}: expected a state dict, got {type(state).__name__}")
     return state
 
 
@@ -155,11 +158,11 @@ def build_lpips_alex(alexnet_weights: PathLike) -> nn.Module:
         lin_file,
         what="LPIPS linear-layer file",
         expected="the LPIPS v0.1 AlexNet linear layers shipped with torchmetrics (reinstall it)",
-        error=RuntimeError,
+        error=MetricWeightsError,
     )
     expected_lins = sorted(k for k in own if re.match(r"lin\d", k))
     if sorted(lins) != expected_lins:
-        raise RuntimeError(f"{lin_file}: unexpected LPIPS linear layers {sorted(lins)}")
+        raise MetricWeightsError(f"{lin_file}: unexpected LPIPS linear layers {sorted(lins)}")
     # the same layers are registered a second time in the ModuleList ``lins``
     lins.update({re.sub(r"^lin(\d)", r"lins.\1", k): v for k, v in list(lins.items())})
 
@@ -181,7 +184,7 @@ def build_lpips_alex(alexnet_weights: PathLike) -> nn.Module:
             else:
                 backbone[target] = state[source].float()
     if missing:
-        raise ValueError(
+        raise MetricWeightsError(
             f"{path}: not torchvision's AlexNet state dict; missing or mis-shaped: "
             + ", ".join(missing)
         )
@@ -217,7 +220,7 @@ def load_pytorch_fid_weights(scripted: torch.jit.ScriptModule, path: PathLike) -
     convs = [k[: -len(".conv.weight")] for k in state if k.endswith(".conv.weight")]
     targets = _scripted_conv_names(scripted)
     if len(convs) != len(targets):
-        raise ValueError(
+        raise MetricWeightsError(
             f"{path}: {len(convs)} conv layers, the FID Inception-v3 has {len(targets)}; expected "
             f"pytorch-fid's {PYTORCH_FID_FILE}"
         )
@@ -226,13 +229,13 @@ def load_pytorch_fid_weights(scripted: torch.jit.ScriptModule, path: PathLike) -
     for source, target in zip(convs, targets, strict=True):
         weight = state[f"{source}.conv.weight"]
         if tuple(weight.shape) != tuple(own[f"{target}.weight"].shape):
-            raise ValueError(
+            raise MetricWeightsError(
                 f"{path}: {source}.conv.weight has shape {tuple(weight.shape)}, the FID network "
                 f"expects {tuple(own[f'{target}.weight'].shape)}"
             )
         scale = state.get(f"{source}.bn.weight")
         if scale is not None and not torch.allclose(scale, torch.ones_like(scale)):
-            raise ValueError(f"{path}: {source}.bn.weight is not 1 (not the TF FID graph)")
+            raise MetricWeightsError(f"{path}: {source}.bn.weight is not 1 (not the TF FID graph)")
         mapped[f"{target}.weight"] = weight.float()
         mapped[f"{target}.beta"] = state[f"{source}.bn.bias"].float()
         mapped[f"{target}.mean"] = state[f"{source}.bn.running_mean"].float()

@@ -36,6 +36,7 @@ from torch import nn
 
 from fadm_lightning.metrics.image import quantize
 from fadm_lightning.metrics.lpips_fid import _load_state_dict, file_digest
+from fadm_lightning.models.errors import MetricWeightsError, check_state_dict
 
 PathLike = str | os.PathLike
 
@@ -157,30 +158,25 @@ class STLPIPSAlexNet(nn.Module):
 
 def build_stlpips_alex(weights: PathLike) -> STLPIPSAlexNet:
     """The network with every tensor of ``weights`` (strict: missing, unexpected or mis-shaped
-    keys are a ValueError naming them), frozen, in eval mode."""
+    keys are a MetricWeightsError, also a ValueError, naming them), frozen, in eval mode."""
     path = Path(weights)
     state = _load_state_dict(
         path, f"the ST-LPIPS[alex] weights {Path(STLPIPS_FILE).name} of {STLPIPS_PACKAGE}"
     )
     net = STLPIPSAlexNet()
     own = net.state_dict()
-    missing = sorted(set(own) - set(state))
-    unexpected = sorted(set(state) - set(own))
-    shapes = [
-        f"{k} {tuple(state[k].shape)} (expected {tuple(own[k].shape)})"
-        for k in sorted(set(own) & set(state))
-        if tuple(state[k].shape) != tuple(own[k].shape)
-    ]
-    if missing or unexpected or shapes:
-        raise ValueError(
-            f"{path}: not the ST-LPIPS[alex] weights file; missing {missing}, unexpected "
-            f"{unexpected}, mis-shaped {shapes}"
-        )
+    check_state_dict(
+        own,
+        state,
+        path=path,
+        what="ST-LPIPS[alex] weights file",
+        error=MetricWeightsError,
+    )
     net.load_state_dict({k: v.float() for k, v in state.items()}, strict=True)
     # the blur filters are fixed, not learnt: the file's must be the binomial ones built here
     for name, buffer in own.items():
         if name.endswith(".filt") and not torch.allclose(state[name].float(), buffer):
-            raise ValueError(f"{path}: {name} is not the 3×3 binomial blur filter")
+            raise MetricWeightsError(f"{path}: {name} is not the 3×3 binomial blur filter")
     return net.eval().requires_grad_(False)
 
 

@@ -1,120 +1,88 @@
-"""The metrics of an evaluation, each labelled with the network behind it.
+"""The metrics of a run, each labelled with the network behind it.
 
     suite = MetricSuite(["l1", "lpips", "psnr", "ssim", "akd", "aed"], lpips_alexnet=None)
+    suite = MetricSuite.from_config(cfg.metrics, cfg.metrics.reconstruction, device="cuda")
     suite.label("akd")            # "AKD[dlib-68]"; landmarks="fan": "AKD[fan-2d]"
     suite.available("lpips")      # False: suite.reason("lpips") says which file is missing
     values = suite.frame_values(pred, reference)      # {"l1": B array, …}; NaN = frame skipped
 
-A metric whose network is missing is never computed: it is reported as unavailable, with the
-reason, in the tables (``notes``).
+The metrics are :class:`~fadm_lightning.metrics.registry.Metric` objects built from the registry
+of the ``metrics`` config group (``conf/metrics/default.yaml``); the keyword options of
+:class:`MetricSuite` are that group's options. A metric whose network is missing is never
+computed: it is reported as unavailable, with the reason, in the tables (``notes``).
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 import torch
+from omegaconf import DictConfig, OmegaConf
 
-from fadm_lightning.metrics import image
-from fadm_lightning.metrics.face import DlibFaceAnalyzer, FaceObservation, aed, akd, csim
-from fadm_lightning.metrics.face_protocol import (
-    ArcFaceEmbedder,
-    FANLandmarkBackend,
-    OpenFaceEmbedder,
+from fadm_lightning.metrics.face_metrics import (
+    FACE_BACKENDS,
+    FaceMetric,
+    FaceNetworks,
+    check_face_backends,
 )
-from fadm_lightning.metrics.lpips_fid import FID, LPIPSAlex
-from fadm_lightning.metrics.perceptual import STLPIPS
+from fadm_lightning.metrics.registry import (
+    Metric,
+    MetricContext,
+    build_metric,
+    build_metrics,
+    default_config,
+    registry_keys,
+)
 
-
-@dataclass(frozen=True)
-class MetricInfo:
-    key: str
-    name: str
-    higher_is_better: bool | None  # None: signed, no better direction (flicker)
-    description: str
-
-    @property
-    def arrow(self) -> str:
-        if self.higher_is_better is None:
-            return ""
-        return "↑" if self.higher_is_better else "↓"
-
-
-METRICS: dict[str, MetricInfo] = {
-    m.key: m
-    for m in (
-        MetricInfo("l1", "L1", False, "mean |pred − gt| on [0, 1] RGB (FOMM `reconstruction.py`)"),
-        MetricInfo("lpips", "LPIPS", False, "LPIPS v0.1, uint8 frames scaled to [−1, 1]"),
-        MetricInfo(
-            "stlpips",
-            "ST-LPIPS",
-            False,
-            "shift-tolerant LPIPS v0.1 (ECCV 2022), uint8 frames scaled to [−1, 1]",
-        ),
-        MetricInfo("psnr", "PSNR", True, "on the uint8 frames, data range 255"),
-        MetricInfo(
-            "ssim",
-            "SSIM",
-            True,
-            "skimage's structural_similarity on the uint8 frames (7×7 uniform window, data "
-            "range 255)",
-        ),
-        MetricInfo(
-            "akd", "AKD", False, "mean absolute landmark coordinate error, pixels (FOMM protocol)"
-        ),
-        MetricInfo("aed", "AED", False, "squared L2 of unit-length identity embeddings"),
-        MetricInfo("fid", "FID", False, "Fréchet distance of pool3 features, set vs set"),
-        MetricInfo("csim", "CSIM", True, "cosine similarity of identity embeddings"),
-        MetricInfo(
-            "tdiff",
-            "tdiff",
-            False,
-            "per clip, mean |Δŷ − Δy| of consecutive frames (metrics.temporal; no network)",
-        ),
-        MetricInfo(
-            "flicker",
-            "flicker",
-            None,
-            "per clip, mean |Δ²ŷ| − mean |Δ²y| (> 0: more jitter than the truth; metrics.temporal)",
-        ),
-    )
-}
-#: metrics with one value per clip, from its whole sequence of frames
-CLIP_METRICS = ("tdiff", "flicker")
-FACE_METRICS = ("akd", "aed", "csim")
-EMBEDDING_METRICS = ("aed", "csim")
-# metrics that compare a generated frame with its ground truth (no ground truth across identities)
-NEEDS_GROUND_TRUTH = ("l1", "lpips", "stlpips", "psnr", "ssim", "akd", "aed", "tdiff", "flicker")
-# the network behind each face metric (dlib: offline, the default; the others: user files)
-FACE_BACKENDS = {
-    "landmarks": ("dlib", "fan"),  # AKD, and the alignment of ArcFace's crops
-    "identity_aed": ("dlib", "openface"),
-    "identity_csim": ("dlib", "arcface"),
-}
-
-
-def check_face_backends(choices: Mapping[str, str]) -> None:
-    """ValueError naming the option when a face backend choice is not in ``FACE_BACKENDS``."""
-    for option, value in choices.items():
-        if value not in FACE_BACKENDS[option]:
-            raise ValueError(
-                f"metrics.{option}={value!r}: choose among {list(FACE_BACKENDS[option])}"
-            )
-
+__all__ = [
+    "FACE_BACKENDS",
+    "ClipStream",
+    "MetricSuite",
+    "check_face_backends",
+    "ground_truth_free",
+    "options_config",
+]
 
 # face-metric views of B frames: metric key → one observation per frame
-FaceViews = dict[str, list[FaceObservation]]
+FaceViews = dict[str, list]
+
+
+def options_config(
+    lpips_alexnet: str | os.PathLike | None = None,
+    fid_inception: str | os.PathLike | None = None,
+    landmarks: str = "dlib",
+    identity_aed: str = "dlib",
+    identity_csim: str = "dlib",
+    arcface_arch: str = "r100",
+) -> DictConfig:
+    """The default ``metrics`` config with these options (the registry reads them)."""
+    config = default_config()
+    config.lpips_alexnet = None if lpips_alexnet is None else str(lpips_alexnet)
+    config.fid_inception = None if fid_inception is None else str(fid_inception)
+    config.landmarks, config.identity_aed = landmarks, identity_aed
+    config.identity_csim, config.arcface_arch = identity_csim, arcface_arch
+    return config
+
+
+def ground_truth_free(config: DictConfig) -> list[str]:
+    """The registered metrics that need no ground-truth frame (cross-identity reenactment)."""
+    return [k for k in registry_keys(config) if not build_metric(config, k).needs_ground_truth]
+
+
+def _numpy(values: torch.Tensor | np.ndarray) -> np.ndarray:
+    if isinstance(values, torch.Tensor):
+        return values.detach().double().cpu().numpy()
+    return values
 
 
 class MetricSuite:
-    """The requested metrics and their networks.
+    """The requested metrics, set up (networks built) on ``device``.
 
     Args:
-        names: metric keys, in table order (``METRICS``).
+        names: metric keys, in table order (keys of the registry).
         lpips_alexnet: torchvision AlexNet weights for ``lpips`` (None: unavailable).
             (``stlpips`` needs no file: its network ships in the ``stlpips-pytorch`` wheel.)
         fid_inception: pytorch-fid weights for ``fid`` (None: the network of the
@@ -132,6 +100,8 @@ class MetricSuite:
         arcface_arch (str, default "r100"): the ArcFace IResNet of ``weights["arcface"]``.
         device: where LPIPS, the Inception network and the protocol face networks run (dlib runs
             on the CPU).
+        config: a ``metrics`` config (its ``registry`` and options) instead of the options
+            above (:meth:`from_config`).
     """
 
     def __init__(
@@ -146,151 +116,129 @@ class MetricSuite:
         identity_csim: str = "dlib",
         weights: Mapping[str, str | os.PathLike | None] | None = None,
         arcface_arch: str = "r100",
+        config: DictConfig | None = None,
     ) -> None:
-        unknown = [n for n in names if n not in METRICS]
-        if unknown:
-            raise ValueError(f"unknown metric(s) {unknown}; choose among {list(METRICS)}")
-        self.backends = {
-            "landmarks": landmarks,
-            "identity_aed": identity_aed,
-            "identity_csim": identity_csim,
-        }
-        check_face_backends(self.backends)
-        self.names = list(dict.fromkeys(names))
-        self.lpips = LPIPSAlex(lpips_alexnet, device) if "lpips" in self.names else None
-        # ST-LPIPS: the network shipped in the stlpips-pytorch wheel (offline)
-        self.stlpips = STLPIPS(device=device) if "stlpips" in self.names else None
-        self.fid = FID(fid_inception, device) if "fid" in self.names else None
+        from_config = config is not None
+        if config is None:
+            check_face_backends(
+                {
+                    "landmarks": landmarks,
+                    "identity_aed": identity_aed,
+                    "identity_csim": identity_csim,
+                }
+            )
+            config = options_config(
+                lpips_alexnet, fid_inception, landmarks, identity_aed, identity_csim, arcface_arch
+            )
+        self.config = config
+        self.metrics: dict[str, Metric] = {m.key: m for m in build_metrics(config, names)}
+        if from_config:
+            check_face_backends({o: config.get(o, "dlib") for o in FACE_BACKENDS})
+            face = _container(config.get("face"))
+            # the protocol files (paths under ${paths.pretrained_dir}): only the face metrics'
+            if any(isinstance(m, FaceMetric) for m in self.metrics.values()):
+                weights = _container(config.get("weights"))
+        self.names = list(self.metrics)
+        self.context = MetricContext(device, face, weights)
+        for metric in self.metrics.values():
+            metric.setup(self.context)
 
-        # face networks: only those a requested metric needs
-        face = dict(face or {})
-        files = dict(weights or {})
-        size = face.get("image_size", 256)
-        akd_, aed_, csim_ = (k in self.names for k in FACE_METRICS)
-        arcface = csim_ and identity_csim == "arcface"
-        wants_landmarks = akd_ or arcface
-        uses_dlib = (
-            (wants_landmarks and landmarks == "dlib")
-            or (aed_ and identity_aed == "dlib")
-            or (csim_ and identity_csim == "dlib")
-        )
-        self.faces = DlibFaceAnalyzer(**face) if uses_dlib else None  # dlib (CPU)
-        self.fan = (
-            FANLandmarkBackend(files.get("fan"), files.get("s3fd"), size, device)
-            if wants_landmarks and landmarks == "fan"
-            else None
-        )
-        self.openface = (
-            OpenFaceEmbedder(files.get("openface"), size, device=device)
-            if aed_ and identity_aed == "openface"
-            else None
-        )
-        self.arcface = (
-            ArcFaceEmbedder(files.get("arcface"), arcface_arch, size, device) if arcface else None
-        )
+    @classmethod
+    def from_config(
+        cls, config: DictConfig, names: Iterable[str], device: str | torch.device = "cpu"
+    ) -> MetricSuite:
+        """The metrics ``names`` of a ``metrics`` config group (``conf/metrics``)."""
+        return cls(list(names), device=device, config=config)
+
+    def __getitem__(self, key: str) -> Metric:
+        return self.metrics[key]
+
+    # ------------------------------------------------------------------- the networks
+    def _network(self, key: str):
+        metric = self.metrics.get(key)
+        return getattr(metric, "network", None)
 
     @property
-    def landmarker(self) -> DlibFaceAnalyzer | FANLandmarkBackend | None:
-        """The landmark backend (AKD; ArcFace's alignment points)."""
-        return self.fan if self.backends["landmarks"] == "fan" else self.faces
+    def lpips(self):
+        return self._network("lpips")
 
-    def _landmarks_name(self) -> str:
-        if self.backends["landmarks"] == "fan":
-            return FANLandmarkBackend.name
-        return DlibFaceAnalyzer.landmarks_name
+    @property
+    def stlpips(self):
+        return self._network("stlpips")
 
-    def _embedding_name(self, key: str) -> str:
-        if key == "aed" and self.backends["identity_aed"] == "openface":
-            return OpenFaceEmbedder.name
-        if key == "csim" and self.backends["identity_csim"] == "arcface":
-            return self.arcface.name if self.arcface else "arcface"
-        return DlibFaceAnalyzer.embedding_name
+    @property
+    def fid(self):
+        """The FID network (``features``, ``compute``, ``available``), None when not requested."""
+        return self._network("fid")
 
-    def _face_backend(self, key: str):
-        """The object computing ``key`` (with ``reason`` and ``weights``)."""
-        if key == "akd":
-            return self.landmarker
-        if key == "aed":
-            return self.openface if self.backends["identity_aed"] == "openface" else self.faces
-        return self.arcface if self.backends["identity_csim"] == "arcface" else self.faces
+    def _face_network(self, name: str):
+        networks: FaceNetworks | None = self.context._shared.get("face_networks")
+        return None if networks is None else networks.built.get(name)
+
+    @property
+    def faces(self):
+        """dlib's face analyser (None when no metric uses it)."""
+        return self._face_network("dlib")
+
+    @property
+    def fan(self):
+        return self._face_network("fan")
+
+    @property
+    def openface(self):
+        return self._face_network("openface")
+
+    @property
+    def arcface(self):
+        return self._face_network("arcface")
 
     # ----------------------------------------------------------------------------- description
     def label(self, key: str) -> str:
         """Column name naming the network and weights, e.g. ``AKD[dlib-68]``."""
-        if key == "lpips":
-            return LPIPSAlex.label
-        if key == "stlpips":
-            return STLPIPS.label
-        if key == "fid":
-            return FID.label
-        if key == "akd":
-            return f"AKD[{self._landmarks_name()}]"
-        if key in EMBEDDING_METRICS:
-            return f"{METRICS[key].name}[{self._embedding_name(key)}]"
-        return METRICS[key].name
+        return self.metrics[key].label
 
     def header(self, key: str) -> str:
-        return f"{self.label(key)} {METRICS[key].arrow}"
+        return f"{self.label(key)} {self.metrics[key].arrow}"
 
     def reason(self, key: str) -> str | None:
         """Why ``key`` is unavailable (None when it is available)."""
-        if key == "lpips":
-            return self.lpips.reason
-        if key == "stlpips":
-            return self.stlpips.reason
-        if key == "fid":
-            return self.fid.reason
-        if key in FACE_METRICS:
-            reason = self._face_backend(key).reason
-            if reason is None and key == "csim" and self.arcface is not None:
-                landmarks = self.landmarker.reason
-                if landmarks is not None:  # the crops are aligned with these landmarks
-                    return (
-                        f"ArcFace's face alignment needs the {self._landmarks_name()} "
-                        f"landmarks: {landmarks}"
-                    )
-            return reason
-        return None
+        return self.metrics[key].reason
 
     def available(self, key: str) -> bool:
         return self.reason(key) is None
 
+    def _keys(self, scope: str) -> list[str]:
+        return [k for k, m in self.metrics.items() if m.scope == scope]
+
     @property
     def frame_keys(self) -> list[str]:
-        """Metrics with one value per frame (all but FID and the per-clip ones)."""
-        return [k for k in self.names if k != "fid" and k not in CLIP_METRICS]
+        """Metrics with one value per frame (all but the set-level and per-clip ones)."""
+        return self._keys("frame")
 
     @property
     def clip_keys(self) -> list[str]:
         """Metrics with one value per clip (tdiff, flicker)."""
-        return [k for k in self.names if k in CLIP_METRICS]
+        return self._keys("clip")
+
+    @property
+    def set_keys(self) -> list[str]:
+        """Metrics over a whole set of frames (FID)."""
+        return self._keys("set")
+
+    def _face_metrics(self) -> list[FaceMetric]:
+        return [m for m in self.metrics.values() if isinstance(m, FaceMetric) and m.reason is None]
 
     def notes(self) -> list[str]:
         """One line per metric: what is computed, with which weights, or why it is unavailable."""
         lines = []
-        for key in self.names:
-            info, label = METRICS[key], self.label(key)
-            reason = self.reason(key)
+        for metric in self.metrics.values():
+            label, reason = metric.label, metric.reason
             if reason is not None:
                 lines.append(f"{label}: unavailable — {reason}")
                 continue
-            weights = ""
-            if key == "lpips":
-                weights = f"; {self.lpips.weights}"
-            elif key == "stlpips":
-                weights = f"; {self.stlpips.weights}"
-            elif key == "fid":
-                weights = f"; {self.fid.weights}"
-            elif key in FACE_METRICS:
-                weights = f"; {self._face_backend(key).weights}"
-                if key == "csim" and self.arcface is not None:
-                    weights += f", aligned with the {self._landmarks_name()} landmarks"
-            lines.append(f"{label}: {info.description}{weights}")
-        detecting = [
-            self.label(k)
-            for k in FACE_METRICS
-            if k in self.names and self.available(k) and not (k == "aed" and self.openface)
-        ]
+            weights = f"; {metric.weights}" if metric.weights else ""
+            lines.append(f"{label}: {metric.description}{weights}")
+        detecting = [m.label for m in self.metrics.values() if m.detects_faces and m.available]
         if detecting:
             lines.append(
                 f"{', '.join(detecting)}: a frame without a detected face in the output or its "
@@ -301,37 +249,15 @@ class MetricSuite:
     # ----------------------------------------------------------------------------- computation
     @property
     def needs_faces(self) -> bool:
-        return any(self.available(k) for k in FACE_METRICS if k in self.names)
+        return bool(self._face_metrics())
 
     def observe(self, frames: torch.Tensor) -> FaceViews | None:
         """What the face networks see in B frames, per available face metric (None: none)."""
-        keys = [k for k in FACE_METRICS if k in self.names and self.available(k)]
-        if not keys:
+        metrics = self._face_metrics()
+        if not metrics:
             return None
-        backends = self.backends
-        dlib_embeddings = ("aed" in keys and backends["identity_aed"] == "dlib") or (
-            "csim" in keys and backends["identity_csim"] == "dlib"
-        )
-        needs_landmarks = "akd" in keys or ("csim" in keys and self.arcface is not None)
-        dlib = None
-        if dlib_embeddings or (needs_landmarks and backends["landmarks"] == "dlib"):
-            dlib = self.faces.observe(frames, embeddings=dlib_embeddings)
-        landmarks: list[np.ndarray | None] = []
-        if needs_landmarks:
-            if backends["landmarks"] == "fan":
-                landmarks = self.fan.landmarks(frames)
-            else:
-                landmarks = [o.landmarks for o in dlib]
-        views: FaceViews = {}
-        if "akd" in keys:
-            views["akd"] = [FaceObservation(landmarks=points) for points in landmarks]
-        if "aed" in keys:
-            views["aed"] = self.openface.observe(frames) if self.openface is not None else dlib
-        if "csim" in keys:
-            views["csim"] = (
-                self.arcface.observe(frames, landmarks) if self.arcface is not None else dlib
-            )
-        return views
+        cache: dict = {}  # one analysis per network for all the face metrics
+        return {m.key: m.observe(frames, cache) for m in metrics}
 
     def frame_values(
         self,
@@ -351,26 +277,66 @@ class MetricSuite:
             reference = reference.expand_as(pred)
         out: dict[str, np.ndarray] = {}
         for key in self.frame_keys:
-            if not self.available(key):
-                continue
-            if key in ("l1", "psnr"):
-                out[key] = getattr(image, key)(pred, reference).double().numpy()
-            elif key == "ssim":
-                out[key] = image.ssim(pred, reference).double().numpy()
-            elif key == "lpips":
-                out[key] = self.lpips(pred, reference).double().numpy()
-            elif key == "stlpips":
-                out[key] = self.stlpips(pred, reference).double().numpy()
-        face_keys = [k for k in FACE_METRICS if k in self.frame_keys and self.available(k)]
-        if face_keys:
+            metric = self.metrics[key]
+            if metric.available and not isinstance(metric, FaceMetric):
+                out[key] = _numpy(metric.frames(pred, reference))
+        face_metrics = self._face_metrics()
+        if face_metrics:
             pred_faces = pred_faces if pred_faces is not None else self.observe(pred)
             reference_faces = (
                 reference_faces if reference_faces is not None else self.observe(reference)
             )
-            functions = {"akd": akd, "aed": aed, "csim": csim}
-            for key in face_keys:
-                generated, ref = pred_faces[key], reference_faces[key]
-                if len(ref) == 1 and len(generated) > 1:
-                    ref = ref * len(generated)
-                out[key] = functions[key](generated, ref)
+            for metric in face_metrics:
+                out[metric.key] = metric.compare(
+                    pred_faces[metric.key], reference_faces[metric.key]
+                )
         return out
+
+    def clip_stream(self) -> ClipStream:
+        """The per-clip metrics of one clip fed in chunks."""
+        return ClipStream([self.metrics[k] for k in self.clip_keys if self.available(k)])
+
+
+class ClipStream:
+    """Per-clip metrics of a clip fed in consecutive chunks: metrics with an ``accumulator``
+    stream (one accumulator per distinct factory: tdiff and flicker share a
+    :class:`~fadm_lightning.metrics.temporal.TemporalAccumulator`); the others see the whole
+    clip at the end."""
+
+    def __init__(self, metrics: Sequence[Metric]) -> None:
+        self.metrics = list(metrics)
+        self.accumulators: dict[Any, Any] = {}
+        for m in self.metrics:
+            if m.accumulator is not None and m.accumulator not in self.accumulators:
+                self.accumulators[m.accumulator] = m.accumulator()
+        self.whole = [m for m in self.metrics if m.accumulator is None]
+        self._pred: list[torch.Tensor] = []
+        self._target: list[torch.Tensor] = []
+
+    def update(self, pred: torch.Tensor, target: torch.Tensor) -> None:
+        for accumulator in self.accumulators.values():
+            accumulator.update(pred, target)
+        if self.whole:
+            self._pred.append(pred.detach().float().cpu())
+            self._target.append(target.detach().float().cpu())
+
+    def compute(self) -> dict[str, float]:
+        """``{key: value}`` of the clip (a metric the clip is too short for is left out)."""
+        out: dict[str, float] = {}
+        computed = {f: a.compute() for f, a in self.accumulators.items()}
+        for m in self.metrics:
+            if m.accumulator is not None:
+                value = computed[m.accumulator].get(m.key)
+            elif self._pred:
+                value = m.clip(torch.cat(self._pred), torch.cat(self._target))
+            else:
+                value = None
+            if value is not None:
+                out[m.key] = float(value)
+        return out
+
+
+def _container(node) -> dict | None:
+    if node is None:
+        return None
+    return OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else dict(node)

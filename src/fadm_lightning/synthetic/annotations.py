@@ -69,14 +69,3 @@ def clip_annotation(annotation: dict[str, np.ndarray], indices=None) -> dict[str
     }
     out["identity"] = torch.from_numpy(np.asarray(annotation["identity"], dtype=np.float32))
     return out
-
-
-def collated_clip_frames(annotation: dict[str, torch.Tensor] | None, frames: slice):
-    """Per-frame annotation of ``frames`` of a collated clip annotation (a batch of one clip):
-    ``{"pose": 1×T×6, …, "identity": 1×P}`` → ``{"pose": n×6, …, "identity": n×P}``."""
-    if annotation is None:
-        return None
-    out = {k: v[0, frames] for k, v in annotation.items() if k != "identity"}
-    count = next(iter(out.values())).shape[0]
-    out["identity"] = annotation["identity"][0][None].expand(count, -1)
-    return out

@@ -15,7 +15,8 @@ The method is trajectory distillation to the end point, in the way SinSR (Wang e
 
 * the teacher runs its own (validation) sampler on the batch, with a fresh noise draw per batch:
   x̂_0^T, the point its trajectory ends at;
-* the student rolls out its own k-step sampler (k drawn per batch from ``student_steps``); the
+* the student rolls out its own k-step sampler (k drawn per batch from ``student_steps``)
+  through the pipeline's own loop (:meth:`FADMPipeline.run_sampler` with ``last_x0``): the
   first k − 1 calls without gradient, exactly as at inference, and the last call with gradient,
   whose x̂_0^S is the output (the last step of the trailing grid lands on ᾱ = 1);
 * loss = λ_T·‖x̂_0^S − x̂_0^T‖² + λ_gt·‖x̂_0^S − x_0‖² (+ λ_color·L_color, eq. 8, as the teacher).
@@ -35,12 +36,14 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from diffusers import DDIMScheduler
 from diffusers.training_utils import EMAModel
 from lightning.pytorch.utilities import rank_zero_info
 
 from fadm_lightning.checkpoints import CONFIG_KEY
-from fadm_lightning.pipeline import FADMPipeline, _alpha_bar, x0_and_epsilon
+from fadm_lightning.data.batch import PairBatch
+from fadm_lightning.models.errors import compare_state_dicts
+from fadm_lightning.pipeline import FADMPipeline
+from fadm_lightning.sampler import KNOBS, PRESETS, SamplerConfig
 from fadm_lightning.systems.fadm import FADMLitModule
 
 #: constructor arguments of the student that a plain FADMLitModule does not take
@@ -53,7 +56,10 @@ DISTILL_KEYS = (
     "init_from_teacher",
 )
 STUDENT_TARGET = "fadm_lightning.systems.fadm.FADMLitModule"
-SAMPLER_KEYS = ("steps", "eta", "strength", "clip_sample", "start_noise")
+SAMPLER_KEYS = KNOBS
+#: the student's sampler (its k steps aside): deterministic DDIM from the coarse frame without
+#: noise, x̂_0 clipped (the ``one_call`` preset with k steps)
+STUDENT_SAMPLER = PRESETS["one_call"]
 
 
 def plain_model_config(model: Mapping[str, Any]) -> dict[str, Any]:
@@ -84,7 +90,7 @@ class FADMDistillLitModule(FADMLitModule):
         self,
         *args: Any,
         teacher_ckpt: str,
-        teacher_sampler: Mapping[str, Any] | None = None,
+        teacher_sampler: SamplerConfig | Mapping[str, Any] | None = None,
         student_steps: Sequence[int] = (1, 2, 4),
         distill_weight: float = 1.0,
         gt_weight: float = 1.0,
@@ -95,6 +101,8 @@ class FADMDistillLitModule(FADMLitModule):
         steps = [int(k) for k in student_steps]
         if not steps or min(steps) < 1:
             raise ValueError(f"student_steps must be step counts ≥ 1, got {list(student_steps)}")
+        if isinstance(teacher_sampler, SamplerConfig):
+            teacher_sampler = teacher_sampler.as_dict()
         unknown = set(teacher_sampler or {}) - set(SAMPLER_KEYS)
         if unknown:
             raise ValueError(
@@ -109,7 +117,7 @@ class FADMDistillLitModule(FADMLitModule):
         # the teacher: a plain attribute (not a submodule), so it is never trained, never in the
         # state_dict or a checkpoint; loaded in setup("fit")
         self._teacher: FADMPipeline | None = None
-        self._teacher_sampler: dict[str, Any] | None = None
+        self._teacher_sampler: SamplerConfig | None = None
 
     # ------------------------------------------------------------------ the teacher
     def setup(self, stage: str) -> None:
@@ -122,19 +130,15 @@ class FADMDistillLitModule(FADMLitModule):
         teacher.coarse = teacher.attributes = None  # the student's frozen parts serve both
         teacher.unet.requires_grad_(False)
         teacher.agcn.requires_grad_(False)
-        sampler = validation_sampler(cfg.model)
-        sampler.update({k: v for k, v in self.teacher_sampler.items() if v is not None})
+        # the teacher's own sampler (its validation sampler) under the knobs given here
+        sampler = SamplerConfig.from_mapping(self.teacher_sampler).over(
+            validation_sampler(cfg.model)
+        )
         self._teacher, self._teacher_sampler = teacher, sampler
         own = {"agcn": self.agcn.state_dict(), "unet": self.unet.state_dict()}
         theirs = {"agcn": teacher.agcn.state_dict(), "unet": teacher.unet.state_dict()}
         for part in own:
-            differ = sorted(
-                k
-                for k in set(own[part]) | set(theirs[part])
-                if k not in own[part]
-                or k not in theirs[part]
-                or own[part][k].shape != theirs[part][k].shape
-            )
+            differ = compare_state_dicts(own[part], theirs[part]).keys
             if differ:
                 raise ValueError(
                     f"teacher {path}: its {part} does not fit the student's "
@@ -146,7 +150,7 @@ class FADMDistillLitModule(FADMLitModule):
             if self.ema is not None:  # the EMA starts from the teacher's weights too
                 self.ema = EMAModel(list(self.trainable_parameters()), decay=self.ema.decay)
         rank_zero_info(
-            f"teacher: {path}; its sampler {sampler}; student steps {self.student_steps}"
+            f"teacher: {path}; its sampler {sampler.describe()}; student steps {self.student_steps}"
             + (", started from the teacher's weights" if self.init_from_teacher else "")
         )
 
@@ -163,19 +167,9 @@ class FADMDistillLitModule(FADMLitModule):
         """x̂_0 at the end of the teacher's sampler (a fresh noise draw per call)."""
         if self._teacher is None:
             raise RuntimeError("the teacher is loaded when fitting starts (setup('fit'))")
-        s = self._teacher_sampler
         seed = int(torch.randint(0, 2**31 - 1, ()).item())
-        frames = self._teacher.sample(
-            coarse,
-            attr_diff,
-            num_inference_steps=s["steps"],
-            eta=s["eta"],
-            strength=s["strength"],
-            clip_sample=s["clip_sample"],
-            start_noise=s["start_noise"],
-            seed=seed,
-            guide=guide,
-        )
+        sampler = self._teacher_sampler.with_(seed=seed)
+        frames = self._teacher.sample(coarse, attr_diff, sampler, guide=guide)
         return self.pipeline.clean_sample(frames, coarse)
 
     # ------------------------------------------------------------------ the student's sampler
@@ -187,28 +181,13 @@ class FADMDistillLitModule(FADMLitModule):
         guide: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """The student's k-step sampler with a gradient through its last call: x̂_0^S (not
-        clamped; the sampler clamps it, see :meth:`FADMPipeline.sample` with
-        ``eta=0, strength=1, clip_sample=True, start_noise=False``)."""
-        pipe = self.pipeline
-        scheduler = DDIMScheduler.from_config(self.scheduler.config)
-        scheduler.set_timesteps(steps, device=coarse.device)
-        timesteps = scheduler.timesteps
-        offset = coarse if pipe.target == "residual" else torch.zeros_like(coarse)
-        x = _alpha_bar(scheduler, timesteps[0], coarse).sqrt() * pipe.clean_sample(coarse, coarse)
-        features = self.agcn.encode(coarse)  # a = P_conv(↓g), as at inference
-        for i, t in enumerate(timesteps):
-            last = i == len(timesteps) - 1
-            with torch.set_grad_enabled(last and torch.is_grad_enabled()):
-                output = pipe.denoise(x, t, features, attr_diff, coarse, guide)
-                if last:
-                    abar = _alpha_bar(scheduler, t, x)
-                    return x0_and_epsilon(pipe.prediction_type, output, x, abar)[0]
-                output = pipe.clip_output(scheduler, output, x, t, offset)
-                x = scheduler.step(output, t, x, eta=0.0).prev_sample
-        raise AssertionError("unreachable")
+        clamped; the sampler clamps it). It is the pipeline's own loop,
+        :meth:`FADMPipeline.run_sampler` with ``last_x0``, on :data:`STUDENT_SAMPLER`."""
+        sampler = STUDENT_SAMPLER.with_(steps=steps)
+        return self.pipeline.run_sampler(coarse, attr_diff, sampler, guide=guide, last_x0=True)
 
     # ------------------------------------------------------------------ training
-    def model_step(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
+    def model_step(self, batch: PairBatch) -> dict[str, torch.Tensor]:
         driving = batch["driving"]
         coarse, attr_diff, guide = self.prepare_batch(batch)
         x0 = self.pipeline.clean_sample(driving, coarse)

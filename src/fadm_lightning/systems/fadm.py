@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import lightning as L
@@ -24,14 +24,23 @@ from torch import nn
 from torchmetrics import MeanMetric
 
 from fadm_lightning.checkpoints import CONFIG_KEY
-from fadm_lightning.metrics.image import frame_metrics
+from fadm_lightning.data.batch import ClipBatch, PairBatch, clip_frames
+from fadm_lightning.metrics.registry import check_keys, default_config
+from fadm_lightning.metrics.suite import MetricSuite
 from fadm_lightning.models.agcn import AGCN
 from fadm_lightning.pipeline import FADMPipeline, min_snr_weight, training_target
-from fadm_lightning.synthetic.annotations import collated_clip_frames
+from fadm_lightning.sampler import SamplerConfig, from_legacy
 from fadm_lightning.systems.epochs import set_dataset_epoch
 
 FROZEN_PREFIXES = ("coarse.", "attributes.")
-METRICS = ("l1", "psnr", "ssim")
+#: the validation sampler of a model config that does not name one (conf/model/fadm.yaml's)
+VALIDATION_SAMPLER = SamplerConfig(
+    steps=25, eta=0.0, strength=1.0, clip_sample=False, start_noise=True
+)
+#: the metrics config group's lists of the two stages (conf/metrics: metrics.validation, .test)
+METRIC_STAGES = {"val": "validation", "test": "test"}
+#: what each stage scores: val (coarse, refined) on its pairs; test also copy-the-source-frame
+STAGE_KINDS = {"val": ("coarse", "refined"), "test": ("copy", "coarse", "refined")}
 
 
 def random_blur(images: torch.Tensor, max_sigma: float) -> torch.Tensor:
@@ -72,7 +81,7 @@ class FADMLitModule(L.LightningModule):
     snr_gamma: γ of min-SNR-γ loss weighting over timesteps (None: unweighted, the paper).
     max_train_timestep: train on t ~ U{0, …, max_train_timestep − 1} only (None: the whole
         schedule, as in the paper). A model that is only ever sampled from the coarse frame
-        noised to t < max_train_timestep (``val_strength`` < 1) spends its training there.
+        noised to t < max_train_timestep (``sampler.strength`` < 1) spends its training there.
     min_train_timestep: train on t ≥ this only (0: the whole schedule, as in the paper). A
         refiner that is only ever sampled in one call from pure noise (t = T − 1, the
         conditional mean of its x̂_0) spends its training on the high-noise steps.
@@ -83,8 +92,9 @@ class FADMLitModule(L.LightningModule):
     ema_decay: decay of an EMA of the trainable weights (None: no EMA). EMA weights are used
         for validation/test sampling and saved in checkpoints.
     attributes_from: passed to the pipeline ("driving": paper; "coarse": official demo).
-    val_num_inference_steps, val_eta, val_strength, val_clip_sample: sampler settings of
-        validation and test (see :meth:`FADMPipeline.sample`).
+    sampler: the sampler of validation and test, the model's own (``steps``, ``eta``,
+        ``strength``, ``clip_sample``, ``start_noise``: :class:`~fadm_lightning.sampler.SamplerConfig`;
+        a knob left out takes :data:`VALIDATION_SAMPLER`'s); inference takes it as its default.
     test_chunk_size: frames refined at once in ``test_step``.
     sample_seed: seed of the shared sampling noise.
     """
@@ -109,11 +119,7 @@ class FADMLitModule(L.LightningModule):
         coarse_blur: float = 0.0,
         ema_decay: float | None = None,
         attributes_from: str = "driving",
-        val_num_inference_steps: int = 25,
-        val_eta: float = 0.0,
-        val_strength: float = 1.0,
-        val_clip_sample: bool = False,
-        val_start_noise: bool = True,
+        sampler: Mapping[str, Any] | None = None,
         test_chunk_size: int = 16,
         sample_seed: int = 0,
     ) -> None:
@@ -136,6 +142,9 @@ class FADMLitModule(L.LightningModule):
                 f"min_train_timestep must be in [0, {t_max - 1}] (below max_train_timestep or the "
                 f"{num_train_timesteps} training timesteps), got {min_train_timestep}"
             )
+        # complete and plain before it is stored (hparams, checkpoints): the model's own sampler
+        sampler = SamplerConfig.from_mapping(from_legacy(sampler or {}))
+        sampler = sampler.over(VALIDATION_SAMPLER).as_dict()
         self.save_hyperparameters(
             ignore=[
                 "coarse",
@@ -176,29 +185,40 @@ class FADMLitModule(L.LightningModule):
             target=target,
             coarse_input=coarse_input,
             guide_inputs=tuple(guide_inputs),
+            sampler=self.sampler,
         )
         #: data/model/coarse/attributes configs stored in checkpoints (set by the train command)
         self.run_config: dict | None = None
         self.train_loss = MeanMetric()
+        self.use_metrics(None)  # conf/metrics/default.yaml; the train command passes cfg.metrics
+
+    def use_metrics(self, config: Mapping | None) -> None:
+        """The validation and test metrics: the keys ``config.validation`` and ``config.test``
+        of a ``metrics`` config group (its registry; None: ``conf/metrics/default.yaml``), each
+        logged as ``<stage>/<key>_<kind>`` (val: coarse, refined; test: copy, coarse, refined).
+        Their networks are built at a stage's first step (:class:`MetricSuite`): plain
+        attributes, not submodules, so never trained, in the state_dict or in a checkpoint."""
+        self.metric_config = default_config() if config is None else config
+        self.metric_keys = {
+            stage: check_keys(self.metric_config, self.metric_config[option])
+            for stage, option in METRIC_STAGES.items()
+        }
         self.eval_metrics = nn.ModuleDict(
             {
-                f"{stage}_{m}_{kind}": MeanMetric()
-                for stage in ("val", "test")
-                for m in METRICS
-                for kind in ("coarse", "refined")
-            }
-            | {  # test only: the copy-the-source-frame baseline (kind "copy")
-                f"test_{m}_copy": MeanMetric() for m in METRICS
-            }
-            | {  # test only: ST-LPIPS per frame; tdiff and flicker per clip (metrics.temporal)
-                f"test_{m}_{kind}": MeanMetric()
-                for m in ("stlpips", "tdiff", "flicker")
-                for kind in ("copy", "coarse", "refined")
+                f"{stage}_{key}_{kind}": MeanMetric()
+                for stage, keys in self.metric_keys.items()
+                for key in keys
+                for kind in STAGE_KINDS[stage]
             }
         )
-        # the ST-LPIPS network, built at the first test_step: a plain attribute, not a submodule,
-        # so it is never trained, moved with the model, in the state_dict or in a checkpoint
-        self._perceptual = None
+        self._metric_names = {  # ModuleDict key → logged name (a metric key may hold "_")
+            f"{stage}_{key}_{kind}": f"{stage}/{key}_{kind}"
+            for stage, keys in self.metric_keys.items()
+            for key in keys
+            for kind in STAGE_KINDS[stage]
+        }
+        self._suites: dict[str, MetricSuite] = {}
+        self._metric_said: set[tuple[str, str, str]] = set()
 
     # ------------------------------------------------------------------ parameters and modes
     def trainable_parameters(self):
@@ -230,7 +250,7 @@ class FADMLitModule(L.LightningModule):
         set_dataset_epoch(self.trainer)
 
     # ------------------------------------------------------------------ training
-    def prepare_batch(self, batch: dict[str, Any], attributes_from: str | None = "driving"):
+    def prepare_batch(self, batch: PairBatch, attributes_from: str | None = "driving"):
         """The frozen parts on a batch: coarse frame g, attr_s − attr_d (attr_d from the driving
         frame in training) and the guide images (None without ``guide_inputs``)."""
         return self.pipeline.prepare(
@@ -242,7 +262,7 @@ class FADMLitModule(L.LightningModule):
             with_guide=True,
         )
 
-    def model_step(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
+    def model_step(self, batch: PairBatch) -> dict[str, torch.Tensor]:
         """One denoising step on a batch of (source, driving) pairs (eq. 11)."""
         driving = batch["driving"]
         # 1. frozen parts: coarse frame g and attr_s − attr_d
@@ -277,7 +297,7 @@ class FADMLitModule(L.LightningModule):
             out["loss"] = loss_eps + self.hparams.color_loss_weight * color_loss
         return out
 
-    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+    def training_step(self, batch: PairBatch, batch_idx: int) -> torch.Tensor:
         losses = self.model_step(batch)
         self.train_loss(losses["loss"])
         self.log("train/loss", self.train_loss, on_step=True, on_epoch=True, prog_bar=True)
@@ -317,73 +337,87 @@ class FADMLitModule(L.LightningModule):
     def refine(
         self, coarse: torch.Tensor, attr_diff: torch.Tensor, guide: torch.Tensor | None = None
     ) -> torch.Tensor:
-        return self.pipeline.sample(
-            coarse,
-            attr_diff,
-            guide=guide,
-            num_inference_steps=self.hparams.val_num_inference_steps,
-            eta=self.hparams.val_eta,
-            strength=self.hparams.val_strength,
-            clip_sample=self.hparams.val_clip_sample,
-            start_noise=self.hparams.val_start_noise,
-            seed=self.hparams.sample_seed,
-        )
+        return self.pipeline.sample(coarse, attr_diff, self.sampler, guide=guide)
+
+    @property
+    def sampler(self) -> SamplerConfig:
+        """The model's own sampler (``model.sampler``), seeded with ``sample_seed``."""
+        return SamplerConfig(**self.hparams.sampler, seed=self.hparams.sample_seed)
+
+    def _stage_metrics(self, stage: str, frame_size: tuple[int, ...]) -> list:
+        """The metrics of ``stage`` that can run on frames of ``frame_size``; those that cannot
+        are skipped, and the log says why, once. The stage's networks are built at its first call
+        (the log names their weights)."""
+        from lightning.pytorch.utilities import rank_zero_info
+
+        if stage not in self._suites:
+            suite = MetricSuite.from_config(
+                self.metric_config, self.metric_keys[stage], device=self.device
+            )
+            self._suites[stage] = suite
+            for key in suite.names:
+                if suite[key].available and suite[key].weights:
+                    rank_zero_info(f"{stage} metric {suite.label(key)}: {suite[key].weights}")
+        suite, usable = self._suites[stage], []
+        for key in suite.names:
+            metric = suite[key]
+            reason = metric.reason or metric.skip_reason(frame_size)
+            if reason is None and metric.scope == "set":
+                reason = "a set-level metric: `python -m fadm_lightning.evaluate` computes it"
+            if reason is None and metric.scope == "clip" and stage == "val":
+                reason = "validation scores pairs of frames, not clips"
+            if reason is None:
+                usable.append(metric)
+            elif (stage, key, reason) not in self._metric_said:
+                rank_zero_info(f"{stage} metric {metric.label} skipped: {reason}")
+                self._metric_said.add((stage, key, reason))
+        return usable
+
+    @property
+    def _perceptual(self):
+        """The test stage's ST-LPIPS network (None until the stage's first step)."""
+        suite = self._suites.get("test")
+        return suite.stlpips if suite is not None else None
+
+    def _update(self, name: str, values) -> None:
+        self.eval_metrics[name].update(torch.as_tensor(values).to(self.device))
 
     def _update_eval_metrics(
         self, stage: str, pred: dict[str, torch.Tensor], target: torch.Tensor
     ) -> None:
+        """The stage's per-frame metrics of a batch (``pred``: B×3×H×W per kind)."""
+        metrics = self._stage_metrics(stage, tuple(target.shape[-2:]))
         for kind, frames in pred.items():
-            for name, values in frame_metrics(frames, target).items():
-                self.eval_metrics[f"{stage}_{name}_{kind}"].update(values)
+            for metric in metrics:
+                if metric.scope == "frame":
+                    self._update(f"{stage}_{metric.key}_{kind}", metric.frames(frames, target))
 
     def _log_eval_metrics(self, stage: str) -> None:
         for key, metric in self.eval_metrics.items():
-            if key.startswith(stage) and metric.update_called:
-                _, name, kind = key.split("_")
-                self.log(f"{stage}/{name}_{kind}", metric.compute(), sync_dist=True)
+            if key.startswith(f"{stage}_") and metric.update_called:
+                self.log(self._metric_names[key], metric.compute(), sync_dist=True)
                 metric.reset()
 
-    def _perceptual_metric(self, frame_size: tuple[int, ...]):
-        """The test stage's ST-LPIPS (:class:`~fadm_lightning.metrics.perceptual.STLPIPS`, its
-        network from the ``stlpips-pytorch`` wheel), built once, frozen, in eval mode; None when
-        it cannot run on frames of ``frame_size`` (the log says why, once)."""
-        from lightning.pytorch.utilities import rank_zero_info
-
-        if self._perceptual is None:
-            from fadm_lightning.metrics.perceptual import STLPIPS
-
-            self._perceptual = STLPIPS(device=self.device)
-            self._perceptual_skipped = set()
-            if self._perceptual.available:
-                rank_zero_info(f"test metric {STLPIPS.label}: {self._perceptual.weights}")
-        metric = self._perceptual
-        reason = metric.reason
-        if reason is None and min(frame_size) < metric.min_size:
-            reason = f"frames of {tuple(frame_size)} are below its {metric.min_size}-pixel minimum"
-        if reason is not None:
-            if reason not in self._perceptual_skipped:
-                rank_zero_info(f"test metric {metric.label} skipped: {reason}")
-                self._perceptual_skipped.add(reason)
-            return None
-        return metric.to(self.device)
-
     def _update_clip_metrics(self, pred: dict[str, torch.Tensor], video: torch.Tensor) -> None:
-        """Test metrics of a whole clip (``pred``: T×3×H×W per kind, ``video``: the truth):
-        ST-LPIPS per frame, tdiff and flicker per clip (:mod:`~fadm_lightning.metrics.temporal`)."""
-        from fadm_lightning.metrics.temporal import temporal_metrics
-
-        perceptual = self._perceptual_metric(tuple(video.shape[-2:]))
+        """The test metrics of a whole clip (``pred``: T×3×H×W per kind, ``video``: the truth):
+        the per-frame ones in chunks of ``test_chunk_size`` frames (L1, PSNR, SSIM, ST-LPIPS),
+        the per-clip ones on the whole clip (tdiff, flicker; :mod:`~fadm_lightning.metrics.temporal`)."""
+        metrics = self._stage_metrics("test", tuple(video.shape[-2:]))
         chunk = self.hparams.test_chunk_size
         for kind, frames in pred.items():
-            if perceptual is not None:
-                for start in range(0, video.shape[0], chunk):
-                    values = perceptual(frames[start : start + chunk], video[start : start + chunk])
-                    self.eval_metrics[f"test_stlpips_{kind}"].update(values.to(self.device))
-            for name, value in temporal_metrics(frames, video).items():
-                self.eval_metrics[f"test_{name}_{kind}"].update(value)
+            for metric in metrics:
+                name = f"test_{metric.key}_{kind}"
+                if metric.scope == "frame":
+                    for start in range(0, video.shape[0], chunk):
+                        part = slice(start, start + chunk)
+                        self._update(name, metric.frames(frames[part], video[part]))
+                elif metric.scope == "clip":
+                    value = metric.clip(frames, video)
+                    if value is not None:
+                        self._update(name, value)
 
     # ------------------------------------------------------------------ validation and test
-    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, torch.Tensor]:
+    def validation_step(self, batch: PairBatch, batch_idx: int) -> dict[str, torch.Tensor]:
         losses = self.model_step(batch)
         self.log("val/loss", losses["loss"], sync_dist=True, batch_size=batch["driving"].shape[0])
         coarse, attr_diff, guide = self.prepare_batch(batch, attributes_from=None)
@@ -397,28 +431,25 @@ class FADMLitModule(L.LightningModule):
             "refined": refined,
         }
 
-    def test_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, torch.Tensor]:
+    def test_step(self, batch: ClipBatch, batch_idx: int) -> dict[str, torch.Tensor]:
         """Same-identity reconstruction of one clip: source = first frame, driving = every frame."""
         video = batch["video"][0]  # T×3×H×W
-        annotation = batch.get("annotation")
         chunk = self.hparams.test_chunk_size
-        source, source_ann = video[:1], collated_clip_frames(annotation, slice(0, 1))
+        source, source_ann = clip_frames(batch, slice(0, 1))
         outputs = {"copy": [], "coarse": [], "refined": []}
         for start in range(0, video.shape[0], chunk):
             frames = slice(start, start + chunk)
-            driving, driving_ann = video[frames], collated_clip_frames(annotation, frames)
+            driving, driving_ann = clip_frames(batch, frames)
             coarse, attr_diff, guide = self.pipeline.prepare(
                 source, driving, source_ann, driving_ann, with_guide=True
             )
             refined = self.refine(coarse, attr_diff, guide)
             copy = source.expand_as(driving)  # the trivial baseline: copy the source frame
-            pred = {"copy": copy, "coarse": coarse, "refined": refined}
-            self._update_eval_metrics("test", pred, driving)
             outputs["copy"].append(copy)
             outputs["coarse"].append(coarse)
             outputs["refined"].append(refined)
         clip = {k: torch.cat(v) for k, v in outputs.items()}
-        self._update_clip_metrics(clip, video)  # ST-LPIPS, tdiff, flicker (test only)
+        self._update_clip_metrics(clip, video)  # every test metric (metrics.test)
         clip.pop("copy")  # the test videos show truth | coarse | refined
         return {"video": video, **clip}
 

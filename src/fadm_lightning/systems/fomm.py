@@ -34,6 +34,7 @@ import torch
 from torch import nn
 from torchmetrics import MeanMetric
 
+from fadm_lightning.data.batch import ClipBatch, PairBatch
 from fadm_lightning.metrics.reconstruction import EVAL_METRICS
 from fadm_lightning.models.coarse.fomm import save_fomm_checkpoint
 from fadm_lightning.models.coarse.fomm.training import (
@@ -281,7 +282,7 @@ class FOMMLitModule(L.LightningModule):
     def on_train_epoch_start(self) -> None:
         set_dataset_epoch(self.trainer)
 
-    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+    def training_step(self, batch: PairBatch, batch_idx: int) -> torch.Tensor:
         source, driving = batch["source"], batch["driving"]  # B×3×H×W each
         batch_size = driving.shape[0]
         optimizers = self._optimizer_list()
@@ -347,7 +348,7 @@ class FOMMLitModule(L.LightningModule):
                 self.log(f"{stage}/{name}", metric.compute(), sync_dist=True)
                 metric.reset()
 
-    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+    def validation_step(self, batch: PairBatch, batch_idx: int) -> None:
         """Held-out pairs (source = frame 0, driving = another frame of the same clip)."""
         source, driving = batch["source"], batch["driving"]  # B×3×H×W
         generated = self.reconstruct(source, self.detect(source), self.detect(driving))
@@ -356,7 +357,7 @@ class FOMMLitModule(L.LightningModule):
     def on_validation_epoch_end(self) -> None:
         self._log_metrics("val")
 
-    def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+    def test_step(self, batch: ClipBatch, batch_idx: int) -> None:
         """One held-out clip (REFERENCE_SPEC §5.4): source = first frame, driving = every frame."""
         video = batch["video"][0]  # T×3×H×W
         source = video[:1]  # 1×3×H×W

@@ -13,7 +13,7 @@ and its output in ``work_dir``:
 ``refiner``     ``python -m fadm_lightning.train``: FADM over that frozen FOMM with the offline
                 landmark attributes, one run per variant (``runs/refiner_<variant>``); each keeps
                 its best checkpoint on the validation persons
-``select``      ``python -m fadm_lightning.benchmarks.sampling --split val``: every variant's best
+``select``      ``python -m fadm_lightning.benchmarks.sampling split=val``: every variant's best
                 checkpoint with every candidate sampler on the validation persons; the best PSNR
                 wins (``select/selection.json``)
 ``evaluate``    ``python -m fadm_lightning.evaluate`` of the chosen model on the test persons,
@@ -44,6 +44,8 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from fadm_lightning.config import quote
+from fadm_lightning.sampler import SamplerConfig
 from fadm_lightning.workflows.report import choose, write_report
 
 STAGES = ("preprocess", "split", "coarse", "refiner", "select", "evaluate", "export", "report")
@@ -272,17 +274,12 @@ class Recipe:
             table = folder / f"{variant}.csv"
             if not table.is_file():
                 overrides = [
-                    info["best_checkpoint"],
-                    "--split",
-                    "val",
-                    "--threads",
-                    str(int(self.preset.threads)),
-                    "--csv",
-                    str(table),
-                    "--override",
-                    *self._data_overrides(),
-                    "--settings",
-                    *[str(s) for s in self.preset.samplers],
+                    f"ckpt={quote(info['best_checkpoint'])}",
+                    "split=val",
+                    f"threads={int(self.preset.threads)}",
+                    f"csv={quote(table)}",
+                    f"overrides=[{','.join(quote(o) for o in self._data_overrides())}]",
+                    f"samplers=[{','.join(quote(s) for s in self.preset.samplers)}]",
                 ]
                 seconds += self.run(
                     "select",
@@ -363,7 +360,7 @@ class Recipe:
         chosen = self.chosen()
         output = self.work / "pretrained"
         results = self.work / "eval" / "reconstruction" / "results.json"
-        overrides = sampler_overrides(chosen["setting"], prefix="model.val_")
+        overrides = sampler_overrides(chosen["setting"], prefix="model.sampler.")
         command = self.command(
             "fadm_lightning.export",
             [
@@ -478,20 +475,20 @@ def best_checkpoint(run_dir: Path) -> Path:
 
 def setting_label(setting: str) -> str:
     """The row name the sampling benchmark gives a ``steps:eta:strength[:clip][:nonoise]``."""
-    from fadm_lightning.benchmarks.sampling import parse_setting, setting_name
+    from fadm_lightning.benchmarks.sampling import setting_name
 
-    return setting_name(*parse_setting(setting))
+    return setting_name(SamplerConfig.parse(setting))
 
 
 def sampler_overrides(setting: str, prefix: str) -> list[str]:
-    """``steps:eta:strength[:clip][:nonoise]`` → overrides of evaluate's ``sampler.*``
-    (``prefix="sampler."``) or of a model's ``val_*`` settings (``prefix="model.val_"``)."""
-    from fadm_lightning.benchmarks.sampling import parse_setting
-
-    steps, eta, strength, clip, start_noise = parse_setting(setting)
-    names = ("num_inference_steps", "eta", "strength", "clip_sample", "start_noise")
-    values = (steps, eta, strength, str(clip).lower(), str(start_noise).lower())
-    return [f"{prefix}{n}={v}" for n, v in zip(names, values, strict=True)]
+    """``steps:eta:strength[:clip][:nonoise]`` (or a preset's name) → overrides of a command's
+    ``sampler.*`` (``prefix="sampler."``) or of a model's own sampler
+    (``prefix="model.sampler."``)."""
+    knobs = SamplerConfig.parse(setting).as_dict()
+    return [
+        f"{prefix}{name}={str(value).lower() if isinstance(value, bool) else value}"
+        for name, value in knobs.items()
+    ]
 
 
 def _minutes(seconds: float) -> str:

@@ -252,7 +252,7 @@ def write_report(recipe: Any) -> str:
             "",
             "Each variant's checkpoint is its best `val/psnr_refined` (ModelCheckpoint on the "
             "validation pairs); then every variant × sampler on the whole validation clips "
-            "(`python -m fadm_lightning.benchmarks.sampling <ckpt> --split val --settings …`):",
+            "(`python -m fadm_lightning.benchmarks.sampling ckpt=<ckpt> split=val samplers=[…]`):",
             "",
             "| variant | overrides | sampler | L1 ↓ | PSNR ↑ | SSIM ↑ | tdiff ↓ | flicker | s / frame |",
             "|---|---|---|---|---|---|---|---|---|",

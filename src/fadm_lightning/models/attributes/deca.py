@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from fadm_lightning.models.attributes.base import AttributeExtractor
+from fadm_lightning.models.errors import WeightsError, compare_state_dicts
 from fadm_lightning.models.torch_file import load_torch_file
 
 ENCODER_SIZE = 224  # E_flame's AvgPool2d(7) on the 7×7 layer4 map: only 224×224 input works
@@ -45,7 +46,7 @@ CHECKPOINT_DESCRIPTION = (
 )
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(WeightsError):
     """A checkpoint that cannot be used; the message names the file and what is wrong."""
 
 
@@ -149,23 +150,10 @@ def _describe_differences(
     expected: Mapping[str, torch.Tensor], found: Mapping[str, object]
 ) -> list[str]:
     """Key differences between our state dict and a checkpoint's, one line each."""
-    lines = []
     # BatchNorm's num_batches_tracked is unused at inference; torch fills it in when absent
-    missing = [k for k in expected if k not in found and not k.endswith("num_batches_tracked")]
-    unexpected = [k for k in found if k not in expected]
-    mis_shaped = []
-    for key, value in found.items():
-        if key in expected:
-            shape = tuple(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
-            if shape != tuple(expected[key].shape):
-                mis_shaped.append(
-                    f"{key}: checkpoint {shape} vs model {tuple(expected[key].shape)}"
-                )
-    for title, keys in (
-        ("missing", missing),
-        ("unexpected", unexpected),
-        ("mis-shaped", mis_shaped),
-    ):
+    diff = compare_state_dicts(expected, found, optional=(".num_batches_tracked",))
+    lines = []
+    for title, keys in zip(("missing", "unexpected", "mis-shaped"), diff.lists(), strict=True):
         if keys:
             lines.append(f"{len(keys)} {title} key(s): " + "; ".join(keys[:20]))
             if len(keys) > 20:

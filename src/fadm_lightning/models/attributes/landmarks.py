@@ -48,7 +48,7 @@ from scipy.optimize import least_squares
 from scipy.spatial.transform import Rotation
 
 from fadm_lightning.faces.dlib_face import DlibFace
-from fadm_lightning.models.attributes.base import AttributeExtractor
+from fadm_lightning.models.attributes.base import AttributeCapabilities, AttributeExtractor
 
 
 class NoFaceError(ValueError):
@@ -275,6 +275,7 @@ class LandmarkAttributes(AttributeExtractor):
     dim = len(ATTRIBUTE_NAMES)
     names = ATTRIBUTE_NAMES
     required_paths: dict[str, str] = {}
+    capabilities = AttributeCapabilities(reports_missing=True)
 
     def __init__(
         self,

@@ -10,7 +10,7 @@ from collections.abc import Mapping
 
 import torch
 
-from fadm_lightning.models.attributes.base import AttributeExtractor
+from fadm_lightning.models.attributes.base import AttributeCapabilities, AttributeExtractor
 
 
 class SyntheticAttributes(AttributeExtractor):
@@ -18,7 +18,7 @@ class SyntheticAttributes(AttributeExtractor):
     blink_right, brow_raise | yaw, pitch, roll, tx, ty, scale]."""
 
     dim = 11
-    needs_annotations = True
+    capabilities = AttributeCapabilities(needs_annotations=True)
 
     def forward(
         self, images: torch.Tensor, annotation: Mapping[str, torch.Tensor] | None = None

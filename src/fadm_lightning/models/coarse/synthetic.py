@@ -21,7 +21,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from fadm_lightning.models.coarse.base import Annotation, CoarseGenerator
+from fadm_lightning.models.coarse.base import Annotation, CoarseCapabilities, CoarseGenerator
 from fadm_lightning.synthetic import landmarks, render
 
 # Warp field: spatial frequencies (in half-cycles per image unit) and pose→phase weights.
@@ -74,7 +74,7 @@ class SyntheticCoarseGenerator(CoarseGenerator):
         color_shift: contrast loss and warm colour cast (a per-pixel affine tone change), 0.15.
     """
 
-    needs_annotations = True
+    capabilities = CoarseCapabilities(needs_annotations=True)
 
     def __init__(
         self,

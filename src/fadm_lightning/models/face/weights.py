@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from fadm_lightning.models.errors import WeightsError, compare_state_dicts
 from fadm_lightning.models.torch_file import load_torch_file
 
 # BatchNorm's batch counter: absent from files saved before torch 0.4.1, unused in eval mode
@@ -23,7 +24,7 @@ OPTIONAL_SUFFIXES = (".num_batches_tracked",)
 _SHOWN = 8  # keys listed per kind of difference
 
 
-class WeightsFileError(ValueError):
+class WeightsFileError(WeightsError, ValueError):
     """A weights file that does not fit the network; the message names the file and lists the
     missing, unexpected and mis-shaped keys."""
 
@@ -70,15 +71,15 @@ def _listed(keys: list[str]) -> str:
 def state_dict_differences(
     expected: Mapping[str, torch.Tensor], found: Mapping[str, torch.Tensor]
 ) -> dict[str, list[str]]:
-    """``missing``, ``unexpected`` and ``mis-shaped`` keys of ``found`` against ``expected``."""
-    missing = [k for k in expected if k not in found and not k.endswith(OPTIONAL_SUFFIXES)]
-    unexpected = [k for k in found if k not in expected]
-    misshaped = [
-        f"{k} {tuple(found[k].shape)} (expected {tuple(expected[k].shape)})"
-        for k in expected
-        if k in found and tuple(found[k].shape) != tuple(expected[k].shape)
-    ]
-    return {"missing": missing, "unexpected": unexpected, "mis-shaped": misshaped}
+    """``missing``, ``unexpected`` and ``mis-shaped`` keys of ``found`` against ``expected``
+    (:func:`~fadm_lightning.models.errors.compare_state_dicts`)."""
+    diff = compare_state_dicts(expected, found, optional=OPTIONAL_SUFFIXES)
+    misshaped = [f"{k} {got} (expected {want})" for k, got, want in diff.mis_shaped]
+    return {
+        "missing": list(diff.missing),
+        "unexpected": list(diff.unexpected),
+        "mis-shaped": misshaped,
+    }
 
 
 def load_weights(module: nn.Module, path: str | os.PathLike, network: str) -> nn.Module:

@@ -17,9 +17,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from fadm_lightning.models.errors import WeightsError, compare_state_dicts
 from fadm_lightning.models.torch_file import load_torch_file
-
-from ..coarse.fomm.checkpoint import state_dict_mismatches
 
 MAX_LISTED_KEYS = 40  # per category in error messages
 
@@ -31,7 +30,7 @@ EXPECTED_CHECKPOINT = (
 )
 
 
-class DiffusionCheckpointError(RuntimeError):
+class DiffusionCheckpointError(WeightsError):
     """A denoiser checkpoint file cannot be read or does not fit the network."""
 
 
@@ -39,16 +38,6 @@ def missing_checkpoint_message(path: str | os.PathLike[str] | None) -> str:
     """The error text for an unset or absent ``diffusion.pth`` (names the path and the file)."""
     where = "no path was given" if path is None else f"'{path}' does not exist"
     return f"FADM denoiser checkpoint not found: {where}. Expected {EXPECTED_CHECKPOINT}."
-
-
-def _listing(title: str, keys: list[str]) -> list[str]:
-    if not keys:
-        return []
-    lines = [f"  {title} ({len(keys)}):"]
-    lines.extend(f"    {key}" for key in keys[:MAX_LISTED_KEYS])
-    if len(keys) > MAX_LISTED_KEYS:
-        lines.append(f"    … and {len(keys) - MAX_LISTED_KEYS} more")
-    return lines
 
 
 def load_diffusion_checkpoint(path: str | os.PathLike[str], denoiser: nn.Module) -> dict[str, Any]:
@@ -80,17 +69,15 @@ def load_diffusion_checkpoint(path: str | os.PathLike[str], denoiser: nn.Module)
             f"FADM denoiser checkpoint '{path}' holds a {type(state).__name__}, expected "
             f"{EXPECTED_CHECKPOINT}."
         )
-    missing, unexpected, mis_shaped = state_dict_mismatches(denoiser, state)
-    if missing or unexpected or mis_shaped:
+    diff = compare_state_dicts(denoiser.state_dict(), state)
+    if diff:
         hint = ""
-        if unexpected and not any(str(key).startswith("diffusion.") for key in state):
+        if diff.unexpected and not any(str(key).startswith("diffusion.") for key in state):
             hint = f" Its top-level keys are {sorted(map(str, state))[:10]}: not a flat state dict?"
         lines = [
             f"FADM denoiser checkpoint '{path}' does not match the network (check image_size, "
             f"num_timesteps, inner_channel, channel_mults, … against the checkpoint).{hint}",
-            *_listing("missing keys", missing),
-            *_listing("unexpected keys", unexpected),
-            *_listing("mis-shaped keys", mis_shaped),
+            *diff.listing(indent="  ", max_listed=MAX_LISTED_KEYS),
         ]
         raise DiffusionCheckpointError("\n".join(lines))
     denoiser.load_state_dict(state, strict=True)

@@ -13,8 +13,8 @@ expects, so no change to the pipeline is needed::
 * as the UNet: ``denoiser(cat(x_t, c), t).sample`` = ε̂ (the pipeline's channel order; the
   official trunk itself sees ``cat(c, x_t)``).
 
-Sampling with :meth:`~OfficialFADMDenoiser.make_scheduler`, ``num_inference_steps=100`` and
-``eta=1`` is the official sampler (REFERENCE_SPEC §4.6): DDIM η = 1 over every timestep, with
+Sampling with :meth:`~OfficialFADMDenoiser.make_scheduler`, ``steps=100`` and ``eta=1``
+(:data:`fadm_lightning.sampler.OFFICIAL`) is the official sampler (REFERENCE_SPEC §4.6): DDIM η = 1 over every timestep, with
 ``c1 = ddim_c1[t]`` (the posterior standard deviation). Fewer steps use the same scheduler.
 """
 

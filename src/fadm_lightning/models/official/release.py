@@ -16,29 +16,33 @@ The release and what each file is for (``conf/model/fadm_official_release.yaml``
 The official demo (REFERENCE_SPEC §4.4, §4.6): face-vid2vid coarse frames with absolute
 keypoints, the attribute difference DECA(source) − DECA(**coarse frame**), the appearance image
 made from the coarse frame, and DDIM η = 1 over all 100 steps with noise fixed per video — the
-defaults of ``FADMPipeline.sample`` (``num_inference_steps=100, eta=1.0``, one ``seed`` per
-video).
+pipeline's own sampler (:data:`fadm_lightning.sampler.OFFICIAL`: 100 steps, η = 1; one
+``seed`` per video).
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from fadm_lightning.models.attributes.deca import CHECKPOINT_DESCRIPTION as DECA_DESCRIPTION
+from fadm_lightning.models.coarse.base import CoarseGenerator
 from fadm_lightning.models.coarse.facevid.checkpoint import (
     EXPECTED_CHECKPOINT as FACEVID_DESCRIPTION,
 )
 from fadm_lightning.models.coarse.fomm.checkpoint import EXPECTED_CHECKPOINT as FOMM_DESCRIPTION
-from fadm_lightning.sampler import OFFICIAL_SAMPLER
+from fadm_lightning.sampler import OFFICIAL
 
 from .checkpoint import EXPECTED_CHECKPOINT as DIFFUSION_DESCRIPTION
 
 PathLike = str | os.PathLike[str]
+#: the package's coarse-generator configs (``conf/coarse/<name>.yaml``, ``_target_`` = the class)
+_COARSE_CONFIGS = resources.files("fadm_lightning") / "conf" / "coarse"
 
 RELEASE_FILES = {
     "diffusion": DIFFUSION_DESCRIPTION,
@@ -50,6 +54,47 @@ RELEASE_FILES = {
 
 class OfficialReleaseMissingError(FileNotFoundError):
     """Files of the official release are missing; the message lists every one."""
+
+
+def release_coarse_class(coarse: str) -> type[CoarseGenerator]:
+    """The coarse generator of ``conf/coarse/<coarse>.yaml`` (its ``_target_``), which must
+    declare the release file it loads (``capabilities.release_file``): there is no list of names
+    here; a generator whose weights the release holds is found through its YAML.
+
+    Raises:
+        ValueError: no such YAML, or its generator has no file in the official release.
+    """
+    kind = _release_class(_COARSE_CONFIGS / f"{coarse}.yaml")
+    if kind is None:
+        choices = sorted(
+            path.name.removesuffix(".yaml")
+            for path in _COARSE_CONFIGS.iterdir()
+            if path.name.endswith(".yaml") and _release_class(path) is not None
+        )
+        raise ValueError(
+            f"from_official_release: coarse must be {' or '.join(map(repr, choices))} "
+            f"(a conf/coarse/*.yaml whose generator has a file in the release), got {coarse!r}"
+        )
+    return kind
+
+
+def _release_class(config: Any) -> type[CoarseGenerator] | None:
+    """The ``_target_`` class of a coarse YAML when it declares a file of the release."""
+    from hydra.utils import get_class
+    from omegaconf import OmegaConf
+
+    if not config.is_file():
+        return None
+    target = OmegaConf.load(str(config)).get("_target_")
+    if not isinstance(target, str):
+        return None
+    try:
+        kind = get_class(target)
+    except Exception:  # a class that cannot be imported here: not one of the release
+        return None
+    if not (isinstance(kind, type) and issubclass(kind, CoarseGenerator)):
+        return None
+    return kind if kind.capabilities.release_file in RELEASE_FILES else None
 
 
 def missing_release_files(
@@ -89,16 +134,15 @@ def assemble_official_release(
     """The official release's files as a ``pipeline_cls`` (FADMPipeline hands itself in:
     :meth:`FADMPipeline.from_official_release` documents the arguments)."""
     from fadm_lightning.models.attributes import deca as deca_module
-    from fadm_lightning.models.coarse.facevid import FacevidCoarseGenerator
-    from fadm_lightning.models.coarse.fomm import FOMMCoarseGenerator
     from fadm_lightning.models.official.checkpoint import load_diffusion_checkpoint
     from fadm_lightning.models.official.denoiser import OfficialFADMDenoiser
 
-    if coarse not in ("facevid", "fomm"):
-        raise ValueError(
-            f"from_official_release: coarse must be 'facevid' or 'fomm', got {coarse!r}"
-        )
-    problems = missing_release_files(diffusion, deca, facevid, fomm, coarse)
+    # the coarse generator: the class of conf/coarse/<coarse>.yaml, its file the one it declares
+    coarse_class = release_coarse_class(coarse)
+    release_file = str(coarse_class.capabilities.release_file)
+    files = {"facevid": facevid, "fomm": fomm}  # the release's coarse weights, by file key
+    options = {"facevid": facevid_options, "fomm": fomm_options}
+    problems = missing_release_files(diffusion, deca, facevid, fomm, release_file)
     if problems:
         lines = "\n".join(f"  - {problem}" for problem in problems)
         raise OfficialReleaseMissingError(
@@ -117,16 +161,11 @@ def assemble_official_release(
     denoiser.requires_grad_(False).eval()
 
     # 2. coarse generator and attributes (frozen by construction)
-    if coarse == "facevid":
-        coarse_class, coarse_args = FacevidCoarseGenerator, dict(facevid_options or {})
-        coarse_args["checkpoint"] = str(facevid)
-    else:
-        coarse_class, coarse_args = FOMMCoarseGenerator, dict(fomm_options or {})
-        coarse_args["checkpoint"] = str(fomm)
+    coarse_args = {**(options[release_file] or {}), "checkpoint": str(files[release_file])}
     coarse_generator = coarse_class(**coarse_args)
     attributes_class = deca_module.DECAAttributes
     attributes = attributes_class(checkpoint=str(deca))
-    if getattr(attributes, "dim", denoiser.attr_dim) != denoiser.attr_dim:
+    if attributes.dim != denoiser.attr_dim:
         raise ValueError(
             f"attribute size mismatch: DECA gives {attributes.dim}, the denoiser expects "
             f"{denoiser.attr_dim}"
@@ -145,7 +184,7 @@ def assemble_official_release(
         attributes=attributes,
         attributes_from=attributes_from,
         image_size=denoiser.image_size,
-        default_sampler=OFFICIAL_SAMPLER,
+        sampler=OFFICIAL,
         part_configs={
             "unet": {"_target_": target(OfficialFADMDenoiser), **denoiser_args},
             "coarse": {"_target_": target(coarse_class), **coarse_args},
@@ -155,7 +194,7 @@ def assemble_official_release(
             "official_release": {
                 "diffusion": str(diffusion),
                 "deca": str(deca),
-                coarse: str(facevid if coarse == "facevid" else fomm),
+                release_file: str(files[release_file]),
             }
         },
     )

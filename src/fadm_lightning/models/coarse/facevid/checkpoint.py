@@ -20,9 +20,10 @@ from typing import Any
 import torch
 from torch import nn
 
+from fadm_lightning.models.errors import WeightsError, compare_state_dicts
 from fadm_lightning.models.torch_file import load_torch_file
 
-from ..fomm.checkpoint import read_part_safetensors, state_dict_mismatches
+from ..fomm.checkpoint import describe_mismatches, read_part_safetensors
 
 REQUIRED_ENTRIES = ("kp_detector", "he_estimator", "generator")
 MAX_LISTED_KEYS = 40  # per category and network in error messages
@@ -35,7 +36,7 @@ EXPECTED_CHECKPOINT = (
 )
 
 
-class FacevidCheckpointError(RuntimeError):
+class FacevidCheckpointError(WeightsError):
     """A face-vid2vid checkpoint file cannot be read or does not fit the networks."""
 
 
@@ -47,24 +48,6 @@ def missing_checkpoint_message(path: str | os.PathLike[str] | None) -> str:
         "Put it there and set `coarse.checkpoint=PATH` on the command line "
         "(or `paths.pretrained_dir` so that PATH is <pretrained_dir>/facevid/Facevid.pth)."
     )
-
-
-def describe_mismatches(
-    name: str, missing: list[str], unexpected: list[str], mis_shaped: list[str]
-) -> str:
-    """One indented block per network listing missing / unexpected / mis-shaped keys."""
-    lines = [f"  [{name}]"]
-    for title, keys in (
-        ("missing keys", missing),
-        ("unexpected keys", unexpected),
-        ("mis-shaped keys", mis_shaped),
-    ):
-        if keys:
-            lines.append(f"    {title} ({len(keys)}):")
-            lines.extend(f"      {key}" for key in keys[:MAX_LISTED_KEYS])
-            if len(keys) > MAX_LISTED_KEYS:
-                lines.append(f"      … and {len(keys) - MAX_LISTED_KEYS} more")
-    return "\n".join(lines)
 
 
 def read_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
@@ -138,9 +121,9 @@ def load_facevid_checkpoint(
     modules = {"kp_detector": kp_detector, "he_estimator": he_estimator, "generator": generator}
     problems = []
     for name, module in modules.items():
-        mismatches = state_dict_mismatches(module, checkpoint[name])
-        if any(mismatches):
-            problems.append(describe_mismatches(name, *mismatches))
+        diff = compare_state_dicts(module.state_dict(), checkpoint[name])
+        if diff:
+            problems.append(describe_mismatches(name, diff))
     if problems:
         raise FacevidCheckpointError(
             f"face-vid2vid checkpoint '{path}' does not match the networks (check num_kp, "

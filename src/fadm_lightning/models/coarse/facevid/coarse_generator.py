@@ -9,7 +9,7 @@ from typing import Literal
 
 import torch
 
-from ..base import Annotation, CoarseGenerator
+from ..base import Annotation, CoarseCapabilities, CoarseGenerator
 from ..fomm.animation import normalize_kp
 from .checkpoint import EXPECTED_CHECKPOINT, load_facevid_checkpoint, missing_checkpoint_message
 from .generator import OcclusionAwareGenerator
@@ -61,6 +61,7 @@ class FacevidCoarseGenerator(CoarseGenerator):
     """
 
     required_paths = {"checkpoint": EXPECTED_CHECKPOINT}
+    capabilities = CoarseCapabilities(relative_motion=True, release_file="facevid")
 
     def __init__(
         self,

@@ -23,6 +23,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from fadm_lightning.models.errors import StateDictDiff, WeightsError, compare_state_dicts
 from fadm_lightning.models.torch_file import load_torch_file
 
 REQUIRED_ENTRIES = ("kp_detector", "generator")
@@ -35,7 +36,7 @@ EXPECTED_CHECKPOINT = (
 )
 
 
-class FOMMCheckpointError(RuntimeError):
+class FOMMCheckpointError(WeightsError):
     """A FOMM checkpoint file cannot be read or does not fit the networks."""
 
 
@@ -49,52 +50,9 @@ def missing_checkpoint_message(path: str | os.PathLike[str] | None) -> str:
     )
 
 
-def _format_shape(shape: torch.Size | tuple[int, ...]) -> str:
-    return str(tuple(shape))
-
-
-def state_dict_mismatches(
-    module: nn.Module, state: Mapping[str, Any]
-) -> tuple[list[str], list[str], list[str]]:
-    """Compare ``state`` with ``module.state_dict()``.
-
-    Returns:
-        ``(missing, unexpected, mis_shaped)``: keys the module needs but ``state`` lacks, keys
-        ``state`` has but the module does not, and ``"key: checkpoint (…) vs model (…)"`` lines
-        for keys whose shapes differ (or whose value is not a tensor).
-    """
-    expected = module.state_dict()
-    missing = [key for key in expected if key not in state]
-    unexpected = [key for key in state if key not in expected]
-    mis_shaped = []
-    for key, target in expected.items():
-        if key not in state:
-            continue
-        value = state[key]
-        if not isinstance(value, torch.Tensor):
-            mis_shaped.append(f"{key}: checkpoint holds a {type(value).__name__}, not a tensor")
-        elif value.shape != target.shape:
-            mis_shaped.append(
-                f"{key}: checkpoint {_format_shape(value.shape)} vs model {_format_shape(target.shape)}"
-            )
-    return missing, unexpected, mis_shaped
-
-
-def _describe_mismatches(
-    name: str, missing: list[str], unexpected: list[str], mis_shaped: list[str]
-) -> str:
-    lines = [f"  [{name}]"]
-    for title, keys in (
-        ("missing keys", missing),
-        ("unexpected keys", unexpected),
-        ("mis-shaped keys", mis_shaped),
-    ):
-        if keys:
-            lines.append(f"    {title} ({len(keys)}):")
-            lines.extend(f"      {key}" for key in keys[:MAX_LISTED_KEYS])
-            if len(keys) > MAX_LISTED_KEYS:
-                lines.append(f"      … and {len(keys) - MAX_LISTED_KEYS} more")
-    return "\n".join(lines)
+def describe_mismatches(name: str, diff: StateDictDiff) -> str:
+    """One indented block for a network: its missing / unexpected / mis-shaped keys."""
+    return "\n".join([f"  [{name}]", *diff.listing(indent="    ", max_listed=MAX_LISTED_KEYS)])
 
 
 def read_part_safetensors(
@@ -202,9 +160,9 @@ def load_fomm_checkpoint(
     modules = {"kp_detector": kp_detector, "generator": generator}
     problems = []
     for name, module in modules.items():
-        missing, unexpected, mis_shaped = state_dict_mismatches(module, checkpoint[name])
-        if missing or unexpected or mis_shaped:
-            problems.append(_describe_mismatches(name, missing, unexpected, mis_shaped))
+        diff = compare_state_dicts(module.state_dict(), checkpoint[name])
+        if diff:
+            problems.append(describe_mismatches(name, diff))
     if problems:
         raise FOMMCheckpointError(
             f"FOMM checkpoint '{path}' does not match the networks (check num_kp, block_expansion, "
@@ -222,11 +180,11 @@ def load_fomm_checkpoint(
                 stacklevel=2,
             )
         else:
-            mismatches = state_dict_mismatches(discriminator, state)
-            if any(mismatches):
+            diff = compare_state_dicts(discriminator.state_dict(), state)
+            if diff:
                 warnings.warn(
                     f"FOMM checkpoint '{path}': the discriminator does not match and is not "
-                    "loaded:\n" + _describe_mismatches("discriminator", *mismatches),
+                    "loaded:\n" + describe_mismatches("discriminator", diff),
                     stacklevel=2,
                 )
             else:

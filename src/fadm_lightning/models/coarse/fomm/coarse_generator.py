@@ -9,7 +9,7 @@ from typing import Literal
 
 import torch
 
-from ..base import Annotation, CoarseGenerator
+from ..base import Annotation, CoarseCapabilities, CoarseGenerator
 from .animation import find_best_frame, normalize_kp
 from .checkpoint import EXPECTED_CHECKPOINT, load_fomm_checkpoint, missing_checkpoint_message
 from .generator import OcclusionAwareGenerator
@@ -50,6 +50,7 @@ class FOMMCoarseGenerator(CoarseGenerator):
     """
 
     required_paths = {"checkpoint": EXPECTED_CHECKPOINT}
+    capabilities = CoarseCapabilities(relative_motion=True, warped_source=True, release_file="fomm")
 
     def __init__(
         self,

@@ -30,6 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from fadm_lightning.models.errors import WeightsError, compare_state_dicts
 from fadm_lightning.models.torch_file import load_torch_file
 
 from .blocks import AntiAliasInterpolation2d
@@ -90,6 +91,10 @@ VGG19_EXPECTED = (
     "e.g. the file `vgg19-dcbb9e9d.pth` that torchvision.models.vgg19(weights='IMAGENET1K_V1') "
     "downloads into ~/.cache/torch/hub/checkpoints/)"
 )
+
+
+class VGGWeightsError(WeightsError):
+    """A VGG-19 weights file that cannot be read or is not a torchvision vgg19 state dict."""
 
 
 def missing_vgg_message(path: str | os.PathLike[str] | None) -> str:
@@ -164,23 +169,21 @@ class VGG19Features(nn.Module):
     def _read_features(self, path: Path) -> dict[str, torch.Tensor]:
         # a file that is something else (an image, a config, a pickle …): one line saying what
         state = load_torch_file(
-            path, what="VGG-19 weights file", expected=VGG19_EXPECTED, error=RuntimeError
+            path, what="VGG-19 weights file", expected=VGG19_EXPECTED, error=VGGWeightsError
         )
         if not isinstance(state, Mapping):
-            raise RuntimeError(
+            raise VGGWeightsError(
                 f"VGG-19 weights '{path}' hold a {type(state).__name__}, expected a state dict: "
                 f"{VGG19_EXPECTED}."
             )
         expected = {f"features.{k}": v for k, v in self.features.state_dict().items()}
-        missing = sorted(k for k in expected if k not in state)
-        unexpected = sorted(k for k in state if k not in vgg19_state_dict_keys())
-        mis_shaped = sorted(
-            f"{k}: file {tuple(state[k].shape)} vs VGG-19 {tuple(v.shape)}"
-            for k, v in expected.items()
-            if k in state and tuple(getattr(state[k], "shape", ())) != tuple(v.shape)
+        # the classifier of a full torchvision file is not unexpected
+        diff = compare_state_dicts(
+            expected, state, ignore_unexpected=set(vgg19_state_dict_keys()), sort=True
         )
-        if missing or unexpected or mis_shaped:
-            raise RuntimeError(
+        missing, unexpected, mis_shaped = diff.lists(found="file", model="VGG-19")
+        if diff:
+            raise VGGWeightsError(
                 f"VGG-19 weights '{path}' are not a torchvision vgg19 state dict (expected "
                 f"{VGG19_EXPECTED}): missing {missing[:8]}, unexpected {unexpected[:8]}, "
                 f"mis-shaped {mis_shaped[:8]}."
